@@ -1,0 +1,146 @@
+"""Flax modules for the block menu (SPEC sections 2-3).
+
+A block is a wrapper around a residual *branch*. The branch is chosen per
+block from the block type's family (basic: two units; bottleneck: 1x1 -> 3x3
+-> 1x1) through the `BRANCHES` registry. The wrapper fixes the activation
+order: `PreActBlock` is the WideResNet's (BN-ReLU first, shortcut on the
+pre-activated input). A post-activation wrapper for ResNet-34 reuses the same
+branches with `final_norm=True` (a BN after the last conv).
+
+Every block sows its branch output (the Fisher probe) under 'intermediates'
+and marks it with `perturb`, so that `jax.grad` with respect to the
+'perturbations' collection gives dL/d(probe).
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+
+from bswap import menu
+
+# Reference init: Normal(0, sqrt(2 / (kh * kw * out_channels))), not truncated,
+# fan-out *not* divided by groups. variance_scaling computes exactly that.
+CONV_INIT = nn.initializers.variance_scaling(2.0, 'fan_out', 'normal')
+# PyTorch's Linear default: Uniform(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+DENSE_INIT = nn.initializers.variance_scaling(1.0 / 3.0, 'fan_in', 'uniform')
+
+PROBE = 'probe'
+
+
+def conv(features: int, kernel: int, stride: int = 1, groups: int = 1, name=None):
+  """Bias-free conv with PyTorch's symmetric padding kernel // 2.
+
+  Flax's 'SAME' pads (0, 1) at stride 2, a different network.
+  """
+  pad = kernel // 2
+  return nn.Conv(
+    features,
+    (kernel, kernel),
+    strides=(stride, stride),
+    padding=((pad, pad), (pad, pad)),
+    feature_group_count=groups,
+    use_bias=False,
+    kernel_init=CONV_INIT,
+    name=name,
+  )
+
+
+def batch_norm(train: bool, name=None):
+  """PyTorch's BatchNorm defaults: eps 1e-5, running = 0.9 running + 0.1 batch.
+
+  Flax updates the running variance with the biased batch variance, PyTorch with
+  the unbiased one: a factor N / (N - 1), negligible at batch 128.
+  """
+  return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, name=name)
+
+
+def bn_relu(x, train: bool, name=None):
+  return nn.relu(batch_norm(train, name)(x))
+
+
+class Unit(nn.Module):
+  """One basic unit: S is a 3x3 conv; G is grouped 3x3 (c -> c), BN-ReLU, 1x1 (c -> out)."""
+
+  block_type: menu.BlockType
+  out_ch: int
+  stride: int = 1
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    t, c = self.block_type, x.shape[-1]
+    if t.is_standard_conv:
+      return conv(self.out_ch, 3, self.stride, name='conv')(x)
+    x = conv(c, 3, self.stride, t.groups(c), name='grouped')(x)
+    x = bn_relu(x, train, name='bn')
+    return conv(self.out_ch, 1, name='pointwise')(x)
+
+
+class BasicBranch(nn.Module):
+  """unit_a (in -> out, stride), BN-ReLU, unit_b (out -> out)."""
+
+  block_type: menu.BlockType
+  out_ch: int
+  stride: int = 1
+  final_norm: bool = False
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    x = Unit(self.block_type, self.out_ch, self.stride, name='unit_a')(x, train)
+    x = bn_relu(x, train, name='bn_mid')
+    x = Unit(self.block_type, self.out_ch, name='unit_b')(x, train)
+    return batch_norm(train, 'bn_out')(x) if self.final_norm else x
+
+
+class BottleneckBranch(nn.Module):
+  """1x1 (in -> M), BN-ReLU, 3x3 (M -> M, q groups, stride), BN-ReLU, 1x1 (M -> out)."""
+
+  block_type: menu.BlockType
+  out_ch: int
+  stride: int = 1
+  final_norm: bool = False
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    t = self.block_type
+    m = self.out_ch // t.bottleneck
+    x = conv(m, 1, name='reduce')(x)
+    x = bn_relu(x, train, name='bn_reduce')
+    x = conv(m, 3, self.stride, t.groups(m), name='grouped')(x)
+    x = bn_relu(x, train, name='bn_grouped')
+    x = conv(self.out_ch, 1, name='expand')(x)
+    return batch_norm(train, 'bn_out')(x) if self.final_norm else x
+
+
+BRANCHES = {menu.BASIC: BasicBranch, menu.BOTTLENECK: BottleneckBranch}
+
+
+def mark_probe(module: nn.Module, x: jax.Array) -> jax.Array:
+  """Expose a branch output as the Fisher probe: perturb (for dL/dx) and sow (for x)."""
+  x = module.perturb(PROBE, x)
+  module.sow('intermediates', PROBE, x)
+  return x
+
+
+class PreActBlock(nn.Module):
+  """Pre-activation block: x' = ReLU(BN(x)); out = branch(x') + skip.
+
+  Returns (out, probe), the probe being the branch output before the add.
+
+  skip = x when the shape is kept, else a strided 1x1 conv of x' (the shortcut
+  reads the pre-activated input, as the reference WRN does).
+  """
+
+  block_name: str
+  out_ch: int
+  stride: int = 1
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    t = menu.get(self.block_name)
+    x_act = bn_relu(x, train, name='bn_in')
+    branch = BRANCHES[t.family](t, self.out_ch, self.stride, name='branch')(x_act, train)
+    branch = mark_probe(self, branch)
+    if x.shape[-1] == self.out_ch and self.stride == 1:
+      return branch + x, branch
+    return branch + conv(self.out_ch, 1, self.stride, name='shortcut')(x_act), branch
