@@ -17,6 +17,7 @@ import json
 import os
 
 from bswap import arch as arch_lib
+from bswap import files
 from bswap import menu
 
 
@@ -206,17 +207,8 @@ def parse(
 
 
 def save_json(genotype: Genotype, path: str | os.PathLike) -> None:
-  _write_atomic(path, dumps_json(genotype))
+  files.write_atomic(path, dumps_json(genotype))
 
 
 def save_reference_csv(genotype: Genotype, path: str | os.PathLike, score: float = 0.0):
-  _write_atomic(path, dumps_reference_csv(genotype, score))
-
-
-def _write_atomic(path, text: str) -> None:
-  """Write via a temporary file so a failure never leaves half a file."""
-  path = os.fspath(path)
-  tmp = f'{path}.tmp{os.getpid()}'
-  with open(tmp, 'w') as f:
-    f.write(text)
-  os.replace(tmp, path)
+  files.write_atomic(path, dumps_reference_csv(genotype, score))

@@ -1,0 +1,89 @@
+"""Fisher potential of a network at initialisation (SPEC section 4).
+
+For each block, A is the residual branch's output before the add (the probe
+sown by `bswap.blocks`) and g = dL/dA for the batch-mean cross-entropy L, with
+batch norm in training mode. Per channel (Theis et al. 2018, "Faster gaze
+prediction with dense networks and Fisher pruning", eq. 2 with the brackets
+the BlockSwap paper lost):
+
+    s[n, c] = sum_{h, w} A[n, h, w, c] * g[n, h, w, c]
+    F[c]    = 0.5 * mean_n s[n, c] ** 2
+
+A block's potential is sum_c F[c]; the network's is the sum over blocks.
+These are pure functions of (model, variables, batch); `jax.jit` them with
+the model static. This is the plain reference path: one compile per
+architecture.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from bswap import blocks
+
+
+def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+  """Mean cross-entropy over the batch, in float32."""
+  logits = logits.astype(jnp.float32)
+  return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+
+
+def zero_perturbations(model: nn.Module, variables, images: jax.Array):
+  """Zero perturbations shaped like the probes *at this batch size*.
+
+  Built from the real batch: perturbations created at another batch size
+  would broadcast and return the batch-summed gradient without any error.
+  """
+  shapes = jax.eval_shape(
+    lambda v, x: model.apply(v, x, train=True, mutable=['batch_stats'])[0][1]['probes'],
+    variables,
+    images,
+  )
+  return {
+    f'block_{b}': {blocks.PROBE: jnp.zeros(s.shape, jnp.float32)} for b, s in enumerate(shapes)
+  }
+
+
+def probe_gradients(model: nn.Module, variables, images, labels):
+  """(probes, dL/dprobes): each a tuple of (N, H, W, C) arrays, one per block."""
+  # Any perturbations passed in (e.g. made by init at another batch size) are dropped.
+  variables = {k: v for k, v in variables.items() if k not in ('perturbations', 'intermediates')}
+  perturbations = zero_perturbations(model, variables, images)
+
+  def loss(perturbations):
+    (logits, aux), _ = model.apply(
+      {**variables, 'perturbations': perturbations},
+      images,
+      train=True,
+      mutable=['batch_stats'],
+    )
+    return cross_entropy(logits, labels), aux['probes']
+
+  # Only the perturbations are differentiated: no weight gradients are formed.
+  grads, probes = jax.grad(loss, has_aux=True)(perturbations)
+  return probes, tuple(grads[f'block_{b}'][blocks.PROBE] for b in range(len(probes)))
+
+
+def block_fisher(activation: jax.Array, gradient: jax.Array) -> jax.Array:
+  """sum_c 0.5 * mean_n (sum_hw A * g)^2 for one block, in float32."""
+  a, g = activation.astype(jnp.float32), gradient.astype(jnp.float32)
+  per_channel = jnp.sum(a * g, axis=(1, 2))  # (N, C)
+  return jnp.sum(0.5 * jnp.mean(per_channel**2, axis=0))
+
+
+def fisher_potential(model: nn.Module, variables, images, labels):
+  """(total, per_block): the network's Fisher potential and each block's (B,)."""
+  probes, grads = probe_gradients(model, variables, images, labels)
+  per_block = jnp.stack([block_fisher(a, g) for a, g in zip(probes, grads)])
+  return jnp.sum(per_block), per_block
+
+
+@functools.lru_cache(maxsize=64)
+def jitted_fisher(model: nn.Module):
+  """`fisher_potential` compiled for one architecture (cached per model)."""
+  return jax.jit(functools.partial(fisher_potential, model))

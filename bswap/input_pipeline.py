@@ -1,0 +1,659 @@
+"""Data: where images come from, the CIFAR-10 augmentation, and minibatches.
+
+`load(source, split)` returns one split as an in-memory `ArrayDataset` of
+uint8 images and int32 labels. `source` is one of
+
+  'synthetic'   seeded random images, for smoke runs, tests and benchmarks;
+  'cifar10'     tensorflow-datasets' prepared copy if there is one, else the
+                official python archive, downloaded once and checksummed;
+  'tfds:NAME'   any prepared tensorflow-datasets image dataset;
+  a path        a directory or .tar/.tar.gz/.tgz archive of class folders,
+                train/<class>/<image> and test/<class>/<image>.
+
+Decoding is done once: the arrays of both splits are cached as an .npz in
+the cache directory (argument, else $BSWAP_CACHE_DIR, else ~/.cache/bswap),
+keyed by the source's path, size and mtime, and written whole or not at all.
+
+`augment(key, images)` is the CIFAR-10 training augmentation (crop with
+4-pixel zero padding, flip, normalise, Cutout 16) as a pure, jitted function
+of a PRNG key, vectorised over the batch. `fisher_batch` draws the minibatch
+a search scores candidates on; `epoch_batches` walks a shuffled epoch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import hashlib
+import http.client
+import io
+import json
+import os
+import pickle
+import posixpath
+import sys
+import tarfile
+import tempfile
+import urllib.request
+import zipfile
+from collections.abc import Callable
+from collections.abc import Iterator
+from collections.abc import Mapping
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+from jax import lax
+from PIL import Image
+from tqdm import tqdm
+
+SPLITS = ('train', 'test')
+MEAN = np.array((0.4914, 0.4822, 0.4465), np.float32)
+STD = np.array((0.2023, 0.1994, 0.2010), np.float32)
+
+CIFAR10_URL = 'https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz'
+CIFAR10_MD5 = 'c58f30108f718f92721af3b95e74349a'
+CIFAR10_FILE = 'cifar-10-python.tar.gz'  # its name in the cache directory
+CIFAR10_CLASSES = tuple('airplane automobile bird cat deer dog frog horse ship truck'.split())
+_CIFAR10_TRAIN_BATCHES = tuple(f'data_batch_{i}' for i in range(1, 6))
+ARCHIVE_SUFFIXES = ('.tar.gz', '.tgz', '.tar')
+
+_CACHE_VERSION = 1  # bump when the meaning of the cached arrays changes
+# Tags of the numpy random streams, so that the Fisher batches and the epoch
+# orders drawn from one seed never coincide.
+_FISHER_STREAM, _EPOCH_STREAM = 1, 2
+_LAYOUT = 'train/<class>/<image> and test/<class>/<image>'
+_SOURCES_HELP = (
+  f'set --config.data.source to a directory or .tar.gz archive of {_LAYOUT}, '
+  "'cifar10', 'tfds:NAME' or 'synthetic'"
+)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)  # eq on arrays is ambiguous: compare by identity
+class ArrayDataset:
+  """One split in memory: images (N, H, W, 3) uint8, labels (N,) int32."""
+
+  images: np.ndarray
+  labels: np.ndarray
+  class_names: tuple[str, ...]
+
+  def __post_init__(self):
+    images, labels = self.images, self.labels
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
+      raise ValueError(f'images must be uint8 (N, H, W, 3); got {images.dtype} {images.shape}')
+    if labels.dtype != np.int32 or labels.shape != (len(images),):
+      raise ValueError(f'labels must be int32 ({len(images)},); got {labels.dtype} {labels.shape}')
+    object.__setattr__(self, 'class_names', tuple(self.class_names))
+
+  @property
+  def num_classes(self) -> int:
+    return len(self.class_names)
+
+  def __len__(self) -> int:
+    return len(self.labels)
+
+
+def load(
+  source: str,
+  split: str,
+  *,
+  image_size: int | None = None,
+  num_classes: int = 10,
+  synthetic_size: int = 1024,
+  seed: int = 0,
+  cache_dir: str | None = None,
+) -> ArrayDataset:
+  """One split ('train' or 'test') of the data `source` names (see the module doc).
+
+  Args:
+    source: 'synthetic', 'cifar10', 'tfds:NAME', or a class-folder directory or archive.
+    split: 'train' or 'test'.
+    image_size: resize (bilinear) to image_size x image_size where images differ
+      from it; None keeps the stored size (32 for 'synthetic').
+    num_classes: classes of 'synthetic' data; other sources have their own (read
+      `num_classes` of the result).
+    synthetic_size: examples of 'synthetic' data.
+    seed: seed of 'synthetic' data; the split is folded in, so train and test differ.
+    cache_dir: where decoded arrays and downloads go; None: $BSWAP_CACHE_DIR or
+      ~/.cache/bswap.
+
+  Raises:
+    ValueError: with what to do, whenever the data cannot be had.
+  """
+  if split not in SPLITS:
+    raise ValueError(f'split must be one of {SPLITS}; got {split!r}')
+  if source == 'synthetic':
+    return synthetic(synthetic_size, image_size or 32, num_classes, (seed, SPLITS.index(split)))
+  cache_dir = os.path.expanduser(cache_dir or os.environ.get('BSWAP_CACHE_DIR') or '~/.cache/bswap')
+  if source == 'cifar10':
+    return _cifar10(split, image_size, cache_dir)
+  if source.startswith('tfds:'):
+    return _from_tfds(source.removeprefix('tfds:'), split, image_size)
+  return _class_folders(source, split, image_size, cache_dir)
+
+
+def synthetic(
+  num: int, image_size: int, num_classes: int, seed: int | Sequence[int]
+) -> ArrayDataset:
+  """`num` uniformly random images and labels; `seed` is anything np.random.default_rng takes."""
+  rng = np.random.default_rng(seed)
+  images = rng.integers(0, 256, (num, image_size, image_size, 3), dtype=np.uint8)
+  labels = rng.integers(0, num_classes, num, dtype=np.int32)
+  return ArrayDataset(images, labels, tuple(f'class_{i}' for i in range(num_classes)))
+
+
+# ----------------------------------------------------------------------------
+# Class folders: a directory or a tar archive of train/<class>/<image>.
+
+
+def _class_folders(source: str, split: str, image_size, cache_dir: str) -> ArrayDataset:
+  path = os.path.abspath(os.path.expanduser(source))
+  if not os.path.exists(path):
+    raise ValueError(f'data source {source!r}: no such file or directory ({path}); {_SOURCES_HELP}')
+  if not os.path.isdir(path) and not path.endswith(ARCHIVE_SUFFIXES):
+    raise ValueError(f'{path} is neither a directory nor a .tar, .tar.gz or .tgz archive')
+  build = lambda: _decode_class_folders(path, image_size)
+  return _cached(path, image_size, cache_dir, split, build)
+
+
+def _decode_class_folders(path: str, image_size: int | None):
+  """Both splits' arrays, in sorted file order whatever the archive order.
+
+  Returns:
+    The arrays, and the size they were resized to: None where all images
+    share one size and are kept as they are.
+  """
+  files, folders = _list_directory(path) if os.path.isdir(path) else _list_archive(path)
+  files, folders = _strip_enclosing_folder(files, folders)
+  class_names, items = _layout(path, files, folders)
+  names = [name for split in SPLITS for name, _ in items[split]]
+  logging.info('Decoding %d images from %s (once: then from the cache)', len(names), path)
+  desc = f'decoding {os.path.basename(path)}'
+  # disable=None: a bar on a terminal, nothing in log files.
+  bar = tqdm(names, desc=desc, unit='img', file=sys.stderr, disable=None)
+  images = [_decode_image(files[name], name, path) for name in bar]
+  images, resized_to = _uniform(images, names, path, image_size)
+  arrays = {'class_names': np.array(class_names)}
+  start = 0
+  for split in SPLITS:
+    stop = start + len(items[split])
+    arrays[f'{split}_images'] = np.stack(images[start:stop])
+    arrays[f'{split}_labels'] = np.array([label for _, label in items[split]], np.int32)
+    start = stop
+  return arrays, resized_to
+
+
+def _visible(name: str) -> bool:
+  """False for hidden files such as .DS_Store and the ._* files macOS puts in archives."""
+  return not any(part.startswith('.') for part in name.split('/'))
+
+
+def _list_directory(path: str) -> tuple[dict[str, str], set[str]]:
+  """Files (relative name -> file path) and folders under a directory."""
+  files, folders = {}, set()
+  for root, dirs, names in os.walk(path):
+    rel = os.path.relpath(root, path)
+    prefix = '' if rel == '.' else rel.replace(os.sep, '/') + '/'
+    folders.update(prefix + d for d in dirs)
+    files.update((prefix + n, os.path.join(root, n)) for n in names)
+  return {k: v for k, v in files.items() if _visible(k)}, set(filter(_visible, folders))
+
+
+def _list_archive(path: str) -> tuple[dict[str, bytes], set[str]]:
+  """Files (name -> contents) and folders of a tar archive, read in one pass."""
+  files, folders = {}, set()
+  try:
+    with tarfile.open(path) as tar:
+      for member in tar:
+        name = posixpath.normpath(member.name).lstrip('/')
+        if member.isdir():
+          folders.add(name)
+        elif member.isfile():
+          files[name] = tar.extractfile(member).read()
+  except (tarfile.TarError, OSError, EOFError) as e:
+    raise ValueError(f'cannot read the archive {path} ({e}); is it a whole .tar or .tar.gz?') from e
+  return {k: v for k, v in files.items() if _visible(k)}, set(filter(_visible, folders))
+
+
+def _strip_enclosing_folder(files: dict, folders: set[str]) -> tuple[dict, set[str]]:
+  """Drops one folder enclosing train/ and test/, as in `tar czf x.tgz cifar10/`."""
+  names = set(files) | folders
+  tops = {name.split('/')[0] for name in names}
+  if tops & set(SPLITS) or len(tops) != 1:
+    return files, folders
+  prefix = tops.pop() + '/'
+  inner = {k.removeprefix(prefix): v for k, v in files.items() if k.startswith(prefix)}
+  return inner, {f.removeprefix(prefix) for f in folders if f.startswith(prefix)}
+
+
+def _layout(path: str, files: Mapping, folders: set[str]):
+  """Sorted class names and, per split, the sorted (file name, label) pairs."""
+  classes = {split: _split_classes(path, split, files, folders) for split in SPLITS}
+  train, test = set(classes['train']), set(classes['test'])
+  if train != test:
+    raise ValueError(
+      f'{path}: train/ and test/ hold different classes (only in train/: '
+      f'{sorted(train - test)}; only in test/: {sorted(test - train)}); '
+      'give both the same class folders'
+    )
+  class_names = tuple(sorted(train))
+  label = {name: i for i, name in enumerate(class_names)}
+  items = {
+    split: sorted((f, label[c]) for c, names in classes[split].items() for f in names)
+    for split in SPLITS
+  }
+  return class_names, items
+
+
+def _split_classes(path: str, split: str, files: Mapping, folders: set[str]):
+  """{class: [file names]} of one split; a clear error for a missing or empty folder."""
+  if not any(n == split or n.startswith(split + '/') for n in (*files, *folders)):
+    raise ValueError(f'{path} has no {split}/ folder; expected class folders {_LAYOUT}')
+  by_class = {}
+  for name in folders:
+    parts = name.split('/')
+    if len(parts) == 2 and parts[0] == split:
+      by_class.setdefault(parts[1], [])
+  for name in files:
+    parts = name.split('/')
+    if len(parts) >= 3 and parts[0] == split:  # files right in train/ are not examples
+      by_class.setdefault(parts[1], []).append(name)
+  if not by_class:
+    raise ValueError(f'{path}: {split}/ holds no class folders; expected {_LAYOUT}')
+  empty = sorted(f'{split}/{c}/' for c, names in by_class.items() if not names)
+  if empty:
+    raise ValueError(f'{path}: empty class folder(s) {", ".join(empty)}; add images or remove them')
+  return by_class
+
+
+def _decode_image(entry: str | bytes, name: str, path: str) -> np.ndarray:
+  """RGB uint8 pixels of one image file (a path, or the bytes of an archive member)."""
+  try:
+    with Image.open(io.BytesIO(entry) if isinstance(entry, bytes) else entry) as image:
+      return _rgb(image, None)
+  except (OSError, ValueError, Image.DecompressionBombError) as e:
+    raise ValueError(f'{path}: cannot decode {name} ({e}); replace or delete that file') from e
+
+
+def _rgb(image: Image.Image, image_size: int | None) -> np.ndarray:
+  rgb = image.convert('RGB')
+  if image_size is not None and rgb.size != (image_size, image_size):
+    rgb = rgb.resize((image_size, image_size), Image.Resampling.BILINEAR)
+  return np.asarray(rgb, np.uint8)
+
+
+def _uniform(images: list[np.ndarray], names: Sequence[str], where: str, image_size: int | None):
+  """(images, None) if they share one size, else (images resized to image_size, image_size)."""
+  first_of_shape = {}
+  for image, name in zip(images, names):
+    first_of_shape.setdefault(image.shape, name)
+  if len(first_of_shape) == 1:
+    return images, None
+  if image_size is None:
+    examples = ', '.join(f'{n} is {s[1]}x{s[0]}' for s, n in list(first_of_shape.items())[:3])
+    raise ValueError(
+      f'{where}: images differ in size ({examples}); pass image_size '
+      '(--config.data.image_size) to resize them all'
+    )
+  return [_rgb(Image.fromarray(image), image_size) for image in images], image_size
+
+
+def _fit(ds: ArrayDataset, image_size: int | None) -> ArrayDataset:
+  """`ds` with its images resized (bilinear) to image_size x image_size where they differ."""
+  if image_size is None or ds.images.shape[1:3] == (image_size, image_size):
+    return ds
+  images = np.stack([_rgb(Image.fromarray(image), image_size) for image in ds.images])
+  return ArrayDataset(images, ds.labels, ds.class_names)
+
+
+# ----------------------------------------------------------------------------
+# The decoded-array cache.
+
+
+def _cached(path: str, image_size, cache_dir: str, split: str, build: Callable) -> ArrayDataset:
+  """`split` of what `build()` decodes from `path`, fitted to image_size; decoded once.
+
+  `build` returns (arrays, the size it resized them to or None). Images that
+  share one size are cached at that size, whatever image_size asks, and
+  resized after loading: image_size None and 32 share CIFAR-10's cache.
+  """
+  fingerprint = _fingerprint(path)
+  for size in dict.fromkeys((None, image_size)):
+    ds = _read_cache(_cache_file(path, fingerprint, size, cache_dir), split)
+    if ds is not None:
+      return _fit(ds, image_size)
+  arrays, size = build()
+  cache_file = _cache_file(path, fingerprint, size, cache_dir)
+  os.makedirs(cache_dir, exist_ok=True)
+  with _atomic_file(cache_file) as f:
+    np.savez(f, **arrays)
+  logging.info('Cached the decoded %s as %s', path, cache_file)
+  return _fit(_dataset(arrays, split), image_size)
+
+
+def _read_cache(cache_file: str, split: str) -> ArrayDataset | None:
+  if not os.path.exists(cache_file):
+    return None
+  try:
+    with np.load(cache_file) as arrays:
+      return _dataset(arrays, split)
+  except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
+    # Caches are written atomically, so this is outside damage: decoding again repairs it.
+    logging.warning('Ignoring the unreadable cache %s (%s)', cache_file, e)
+    return None
+
+
+def _dataset(arrays: Mapping[str, np.ndarray], split: str) -> ArrayDataset:
+  names = tuple(str(n) for n in arrays['class_names'])
+  return ArrayDataset(arrays[f'{split}_images'], arrays[f'{split}_labels'], names)
+
+
+def _cache_file(path: str, fingerprint: list, size: int | None, cache_dir: str) -> str:
+  """The cache file, named by everything the decoded arrays depend on."""
+  key = json.dumps([_CACHE_VERSION, path, fingerprint, size])
+  digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+  stem = os.path.basename(path.rstrip(os.sep))
+  for suffix in ARCHIVE_SUFFIXES:
+    stem = stem.removesuffix(suffix)
+  return os.path.join(cache_dir, f'{stem}-{digest}.npz')
+
+
+def _fingerprint(path: str) -> list:
+  """Size and mtime of a file; of a directory, those of every file and folder in it.
+
+  A directory's own mtime misses edits to the files inside, so all are listed
+  (a few hundred milliseconds for 60,000 files).
+  """
+  if not os.path.isdir(path):
+    stat = os.stat(path)
+    return [stat.st_size, stat.st_mtime_ns]
+  entries = []
+  for root, dirs, names in os.walk(path):
+    entries.extend([os.path.relpath(os.path.join(root, d), path), -1, 0] for d in dirs)
+    for name in names:
+      stat = os.stat(os.path.join(root, name))
+      entries.append(
+        [os.path.relpath(os.path.join(root, name), path), stat.st_size, stat.st_mtime_ns]
+      )
+  return sorted(entries)
+
+
+@contextlib.contextmanager
+def _atomic_file(dest: str):
+  """A binary file that appears at `dest` whole when the block ends, or not at all."""
+  fd, tmp = tempfile.mkstemp(dir=os.path.dirname(dest), prefix=os.path.basename(dest) + '.')
+  try:
+    with os.fdopen(fd, 'wb') as f:
+      yield f
+    os.replace(tmp, dest)
+  except BaseException:
+    with contextlib.suppress(FileNotFoundError):
+      os.remove(tmp)
+    raise
+
+
+# ----------------------------------------------------------------------------
+# CIFAR-10 and tensorflow-datasets.
+
+
+def _cifar10(split: str, image_size: int | None, cache_dir: str) -> ArrayDataset:
+  """tensorflow-datasets' prepared CIFAR-10 if there is one, else the official archive."""
+  try:
+    return _from_tfds('cifar10', split, image_size)
+  except ValueError as e:
+    logging.info('Using the official CIFAR-10 archive: %s', e)
+  archive = download_cifar10(cache_dir)
+  build = lambda: (_decode_cifar10(archive), None)
+  return _cached(archive, image_size, cache_dir, split, build)
+
+
+def download_cifar10(cache_dir: str) -> str:
+  """The path of the official CIFAR-10 python archive in `cache_dir`, downloaded if missing.
+
+  The download goes to a temporary file that is renamed into place only once
+  its md5 matches, so a failed or corrupt download leaves nothing behind.
+  """
+  dest = os.path.join(cache_dir, CIFAR10_FILE)
+  if os.path.exists(dest):
+    return dest
+  os.makedirs(cache_dir, exist_ok=True)
+  logging.info('Downloading %s to %s', CIFAR10_URL, dest)
+  try:
+    with urllib.request.urlopen(CIFAR10_URL, timeout=60) as response, _atomic_file(dest) as f:
+      digest = _copy_with_md5(response, f)
+      if digest != CIFAR10_MD5:
+        raise ValueError(
+          f'{CIFAR10_URL} has md5 {digest}, not {CIFAR10_MD5}: the download is corrupt or '
+          'the file changed; nothing was kept. Try again, or ' + _SOURCES_HELP
+        )
+  except (OSError, http.client.HTTPException) as e:
+    raise ValueError(
+      f'downloading CIFAR-10 from {CIFAR10_URL} failed ({e}). Without internet, use '
+      '--config.data.source=/path/to/class-folders-or-archive (a directory or .tar.gz of '
+      f'{_LAYOUT}) or --config.data.source=synthetic'
+    ) from e
+  return dest
+
+
+def _copy_with_md5(response, f) -> str:
+  md5 = hashlib.md5(usedforsecurity=False)
+  total = int(response.headers.get('Content-Length') or 0) or None
+  with tqdm(
+    total=total, unit='B', unit_scale=True, desc='CIFAR-10', file=sys.stderr, disable=None
+  ) as bar:
+    while chunk := response.read(1 << 20):
+      md5.update(chunk)
+      f.write(chunk)
+      bar.update(len(chunk))
+  return md5.hexdigest()
+
+
+def _decode_cifar10(archive: str) -> dict[str, np.ndarray]:
+  """Both splits of the official python archive (pickled batches of CHW rows)."""
+  batches = _read_cifar10_batches(archive)
+  meta = batches.get('batches.meta', {})
+  names = tuple(n.decode() for n in meta.get(b'label_names', ())) or CIFAR10_CLASSES
+  arrays = {'class_names': np.array(names)}
+  for split, keys in (('train', _CIFAR10_TRAIN_BATCHES), ('test', ('test_batch',))):
+    data = np.concatenate([np.asarray(batches[k][b'data'], np.uint8) for k in keys])
+    images = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)  # rows are CHW
+    labels = np.concatenate([batches[k][b'labels'] for k in keys])
+    arrays[f'{split}_images'] = np.ascontiguousarray(images)
+    arrays[f'{split}_labels'] = labels.astype(np.int32)
+  return arrays
+
+
+def _read_cifar10_batches(archive: str) -> dict[str, dict]:
+  """{'data_batch_1': {b'data': ..., b'labels': ...}, ..., 'test_batch', 'batches.meta'}."""
+  wanted = {*_CIFAR10_TRAIN_BATCHES, 'test_batch', 'batches.meta'}
+  batches = {}
+  try:
+    with tarfile.open(archive) as tar:
+      for member in tar:
+        base = posixpath.basename(member.name)
+        if member.isfile() and base in wanted:
+          # Safe to unpickle: the archive's md5 was checked when it was downloaded.
+          batches[base] = pickle.load(tar.extractfile(member), encoding='bytes')
+  except (tarfile.TarError, OSError, EOFError, pickle.UnpicklingError) as e:
+    raise ValueError(f'cannot read {archive} ({e}); delete it to download it again') from e
+  missing = sorted(wanted - set(batches) - {'batches.meta'})  # the class names have a default
+  if missing:
+    raise ValueError(f'{archive} lacks {missing}; delete it to download it again')
+  return batches
+
+
+def _from_tfds(name: str, split: str, image_size: int | None) -> ArrayDataset:
+  """A split of a prepared tensorflow-datasets dataset, read without TensorFlow."""
+  try:
+    import tensorflow_datasets as tfds  # optional and slow to import: only when asked for
+  except ImportError as e:
+    raise ValueError(
+      f"data source 'tfds:{name}' needs tensorflow-datasets (pip install tensorflow-datasets "
+      f'array-record); or {_SOURCES_HELP}'
+    ) from e
+  try:
+    source = tfds.data_source(name, split=split, download=False)
+  except Exception as e:  # tfds raises assorted types (AssertionError, DatasetNotFoundError...)
+    raise ValueError(
+      f'tensorflow-datasets has no prepared {name!r} split {split!r} ({e}); prepare it with '
+      f'`tfds build {name}` where there is internet, or {_SOURCES_HELP}'
+    ) from e
+  return _from_records(source, name, image_size)
+
+
+def _from_records(source, name: str, image_size: int | None) -> ArrayDataset:
+  """An ArrayDataset from a random-access source of {'image', 'label'} records."""
+  images, labels = [], []
+  for i in tqdm(
+    range(len(source)), desc=f'reading {name}', unit='img', file=sys.stderr, disable=None
+  ):
+    record = source[i]
+    if 'image' not in record or 'label' not in record:
+      raise ValueError(f"tfds:{name} records have {sorted(record)}, not 'image' and 'label'")
+    pixels = np.asarray(record['image'], np.uint8)
+    pixels = pixels[..., 0] if pixels.ndim == 3 and pixels.shape[-1] == 1 else pixels
+    images.append(_rgb(Image.fromarray(pixels), None))
+    labels.append(int(record['label']))
+  names = [f'record {i}' for i in range(len(images))]
+  images, _ = _uniform(images, names, f'tfds:{name}', image_size)
+  try:
+    class_names = list(source.dataset_info.features['label'].names)
+  except (AttributeError, KeyError, TypeError):  # not a ClassLabel: number the classes
+    class_names = [str(i) for i in range(max(labels) + 1)]
+  ds = ArrayDataset(np.stack(images), np.array(labels, np.int32), tuple(class_names))
+  return _fit(ds, image_size)
+
+
+# ----------------------------------------------------------------------------
+# Augmentation: pure functions of a PRNG key, vectorised over the batch.
+
+
+def normalize(images) -> jax.Array:
+  """uint8 images -> float32, scaled to [0, 1], minus MEAN, over STD (per channel)."""
+  return (jnp.asarray(images).astype(jnp.float32) / 255.0 - MEAN) / STD
+
+
+@functools.partial(jax.jit, static_argnames=('pad', 'cutout'))
+def augment(key: jax.Array, images, *, pad: int = 4, cutout: int = 16) -> jax.Array:
+  """The CIFAR-10 training augmentation of a uint8 batch, returned normalised.
+
+  Crop at a random offset from the images zero-padded by `pad` (black pixels,
+  as padding precedes normalisation), flip left-right with probability 1/2,
+  normalise, then Cutout: zero a `cutout` x `cutout` square (after
+  normalisation) centred on a uniformly drawn pixel, clipped at the borders.
+  pad=0 or cutout=0 turns that step off.
+
+  Args:
+    key: the only source of randomness; split for crop, flip and cutout.
+    images: (N, H, W, 3) uint8.
+    pad: zero padding on each side before the crop.
+    cutout: side of the zeroed square.
+
+  Returns:
+    (N, H, W, 3) float32.
+  """
+  crop_key, flip_key, cutout_key = jax.random.split(key, 3)
+  x = random_crop(crop_key, jnp.asarray(images), pad)
+  x = random_flip(flip_key, x)
+  return random_cutout(cutout_key, normalize(x), cutout)
+
+
+def random_crop(key: jax.Array, images: jax.Array, pad: int) -> jax.Array:
+  """Each image cropped to its own size at a uniform offset in [0, 2 pad] of its zero-padding."""
+  if pad == 0:
+    return images
+  n, h, w, c = images.shape
+  padded = jnp.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+  offsets = jax.random.randint(key, (n, 2), 0, 2 * pad + 1)
+  crop = lambda image, offset: lax.dynamic_slice(image, (offset[0], offset[1], 0), (h, w, c))
+  return jax.vmap(crop)(padded, offsets)
+
+
+def random_flip(key: jax.Array, images: jax.Array) -> jax.Array:
+  """Each image mirrored left-right with probability 1/2."""
+  flip = jax.random.bernoulli(key, 0.5, (images.shape[0],))
+  return jnp.where(flip[:, None, None, None], images[:, :, ::-1], images)
+
+
+def random_cutout(key: jax.Array, images: jax.Array, size: int) -> jax.Array:
+  """Cutout (DeVries & Taylor, 2017) as in its reference code.
+
+  The centre (cy, cx) is uniform over the pixel grid and rows
+  [cy - size//2, cy + size//2) x the same columns are zeroed, clipped at the
+  borders: at most size x size pixels, fewer near an edge.
+  """
+  if size == 0:
+    return images
+  n, h, w, _ = images.shape
+  y_key, x_key = jax.random.split(key)
+  cy = jax.random.randint(y_key, (n, 1), 0, h)
+  cx = jax.random.randint(x_key, (n, 1), 0, w)
+  half = size // 2
+  rows = (jnp.arange(h) >= cy - half) & (jnp.arange(h) < cy + half)  # (n, h)
+  cols = (jnp.arange(w) >= cx - half) & (jnp.arange(w) < cx + half)  # (n, w)
+  square = rows[:, :, None, None] & cols[:, None, :, None]
+  return jnp.where(square, 0.0, images).astype(images.dtype)
+
+
+# ----------------------------------------------------------------------------
+# Minibatches.
+
+
+def batch(ds: ArrayDataset, indices) -> tuple[np.ndarray, np.ndarray]:
+  """The uint8 images and int32 labels at `indices`."""
+  indices = np.asarray(indices)
+  return ds.images[indices], ds.labels[indices]
+
+
+def fisher_batch(
+  ds: ArrayDataset,
+  batch_size: int,
+  seed: int,
+  index: int | None = None,
+  *,
+  pad: int = 4,
+  cutout: int = 16,
+) -> tuple[jax.Array, jax.Array]:
+  """One augmented training minibatch to score candidates on: (images, labels).
+
+  Examples are drawn without replacement by numpy's default_rng, seeded with
+  (stream tag, seed, 0, 0) for index=None, the one batch every candidate of a
+  search shares, or (stream tag, seed, 1, index) for candidate `index`'s own
+  fresh batch (the reference code draws a new batch per candidate). The same
+  generator then draws the augmentation key, so equal arguments give
+  identical arrays. The augmentation is CIFAR-10's (`augment`, with pad and cutout).
+
+  Returns:
+    images (batch_size, H, W, 3) float32, normalised and augmented, and
+    labels (batch_size,) int32.
+  """
+  _check_batch_size(ds, batch_size)
+  entropy = (_FISHER_STREAM, seed, 0, 0) if index is None else (_FISHER_STREAM, seed, 1, index)
+  rng = np.random.default_rng(entropy)
+  images, labels = batch(ds, rng.choice(len(ds), batch_size, replace=False))
+  key = jax.random.PRNGKey(int(rng.integers(2**31)))
+  return augment(key, images, pad=pad, cutout=cutout), jnp.asarray(labels)
+
+
+def epoch_batches(
+  ds: ArrayDataset, batch_size: int, seed: int, epoch: int
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+  """The uint8 (images, labels) batches of one epoch, shuffled per (seed, epoch).
+
+  The last partial batch is dropped: an epoch of CIFAR-10 at 128 is 390 steps.
+  """
+  _check_batch_size(ds, batch_size)
+  order = np.random.default_rng((_EPOCH_STREAM, seed, epoch)).permutation(len(ds))
+  starts = range(0, len(ds) - batch_size + 1, batch_size)
+  return (batch(ds, order[start : start + batch_size]) for start in starts)
+
+
+def _check_batch_size(ds: ArrayDataset, batch_size: int):
+  if not 0 < batch_size <= len(ds):
+    raise ValueError(
+      f'batch size {batch_size} must be in [1, {len(ds)}], the number of examples; '
+      'lower the batch size or use more data (e.g. --config.data.synthetic_size)'
+    )

@@ -1,0 +1,55 @@
+"""Entry point: `python -m bswap.main --config=configs/cifar_400k.py [--workdir=DIR]`.
+
+Parses flags, logs the devices, and hands (config, workdir) to the stage the
+config names. No logic of its own.
+"""
+
+from __future__ import annotations
+
+import os
+
+import jax
+from absl import app
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
+
+from bswap import search
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file('config', None, 'Config file, e.g. configs/cifar_400k.py[:smoke].')
+flags.DEFINE_string('workdir', None, 'Output directory (default: workdir/<config name>).')
+flags.mark_flags_as_required(['config'])
+
+STAGES = {'search': search.run_search}
+
+
+def default_workdir(config_arg: str) -> str:
+  """workdir/cifar_400k for configs/cifar_400k.py, workdir/cifar_400k_smoke for :smoke."""
+  path, _, variant = config_arg.partition(':')
+  name = os.path.splitext(os.path.basename(path))[0]
+  return os.path.join('workdir', f'{name}_{variant}' if variant else name)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+  config = FLAGS.config
+  workdir = FLAGS.workdir or default_workdir(flags.FLAGS['config'].config_filename)
+  logging.info(
+    'Process %d of %d; %d local devices: %s',
+    jax.process_index(),
+    jax.process_count(),
+    jax.local_device_count(),
+    jax.local_devices()[0].device_kind,
+  )
+  logging.info('Stage %r, workdir %s, config:\n%s', config.stage, workdir, config)
+  if config.stage not in STAGES:
+    raise app.UsageError(
+      f'--config.stage={config.stage!r} is not available; choose one of {", ".join(STAGES)}'
+    )
+  STAGES[config.stage](config, workdir)
+
+
+if __name__ == '__main__':
+  app.run(main)

@@ -1,0 +1,73 @@
+"""Pictures of a search: why the chosen genotype won.
+
+matplotlib (Agg, no display) is imported here only, so the rest of bswap never
+pays for it.
+"""
+
+from __future__ import annotations
+
+import io
+
+import matplotlib
+
+matplotlib.use('Agg')
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib import patches  # noqa: E402
+from matplotlib import ticker  # noqa: E402
+
+STAGE_COLOURS = ('#4C72B0', '#DD8452', '#55A868', '#C44E52')
+
+
+def _scatter(ax, ranked, budget: float, band: float):
+  params = [s.params for s in ranked]
+  scores = [s.score for s in ranked]
+  ax.axvspan(budget * (1 - band), budget * (1 + band), color='0.94', zorder=0, label='budget band')
+  ax.axvline(budget, color='0.6', linestyle='--', linewidth=1, zorder=1)
+  ax.scatter(params, scores, s=10, alpha=0.6, color='0.35', label=f'{len(ranked)} candidates')
+  best = ranked[0]
+  ax.scatter(
+    [best.params], [best.score], s=160, marker='*', color='#C44E52', zorder=3, label='chosen'
+  )
+  if min(scores) > 0:
+    ax.set_yscale('log')
+  ax.set_xlabel('parameters')
+  ax.set_ylabel('Fisher potential')
+  ax.set_title('Candidates')
+  ax.legend(loc='best', fontsize=8)
+  ax.xaxis.set_major_locator(ticker.MaxNLocator(6, steps=[1, 2, 5, 10]))
+  ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda x, _: f'{x / 1000:,.4g}K'))
+
+
+def _blocks(ax, best):
+  skel = best.genotype.skeleton()
+  stages = [slot.stage for slot in skel.slots]
+  positions = range(len(best.block_scores))
+  colours = [STAGE_COLOURS[(s - 1) % len(STAGE_COLOURS)] for s in stages]
+  ax.bar(positions, best.block_scores, color=colours)
+  if min(best.block_scores) > 0:  # block scores often span orders of magnitude
+    ax.set_yscale('log')
+  ax.set_xticks(list(positions))
+  ax.set_xticklabels(best.genotype.paper_names, rotation=70, fontsize=8)
+  ax.set_xlabel('block (type)')
+  ax.set_ylabel('block Fisher potential')
+  handles = [
+    patches.Patch(color=STAGE_COLOURS[(stage - 1) % len(STAGE_COLOURS)], label=f'stage {stage}')
+    for stage in sorted(set(stages))
+  ]
+  ax.legend(handles=handles, fontsize=8)
+  ax.set_title(f'Chosen: {best.params:,} params, {best.macs:,} MACs, score {best.score:.4g}')
+
+
+def search_figure(ranked, budget: float, band: float) -> bytes:
+  """PNG bytes: params vs score for all candidates, and the winner's blocks."""
+  fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4.8), width_ratios=(1, 1.4))
+  try:
+    _scatter(left, ranked, budget, band)
+    _blocks(right, ranked[0])
+    fig.tight_layout()
+    buf = io.BytesIO()
+    # No 'Software' stamp: the same search gives byte-identical files.
+    fig.savefig(buf, format='png', dpi=110, metadata={'Software': None})
+  finally:
+    plt.close(fig)
+  return buf.getvalue()

@@ -1,0 +1,51 @@
+"""`python -m bswap.main`: the README's main command on the smoke config."""
+
+import json
+import os
+import subprocess
+import sys
+
+from bswap import main
+
+
+def test_default_workdir_follows_the_config_name():
+  assert main.default_workdir('configs/cifar_400k.py') == os.path.join('workdir', 'cifar_400k')
+  assert main.default_workdir('configs/cifar_200k.py:smoke') == os.path.join(
+    'workdir', 'cifar_200k_smoke'
+  )
+
+
+def test_smoke_search_runs_as_a_module(tmp_path):
+  result = subprocess.run(
+    [
+      sys.executable,
+      '-m',
+      'bswap.main',
+      '--config=configs/cifar_200k.py:smoke',
+      f'--workdir={tmp_path}',
+      '--config.search.num_candidates=3',
+    ],
+    capture_output=True,
+    text=True,
+  )
+  assert result.returncode == 0, result.stderr[-3000:]
+  record = json.loads((tmp_path / 'best_genotype.json').read_text())
+  assert record['num_candidates'] == 3
+  assert 'Best of 3' in result.stderr
+
+
+def test_unknown_stage_is_a_clear_error(tmp_path):
+  result = subprocess.run(
+    [
+      sys.executable,
+      '-m',
+      'bswap.main',
+      '--config=configs/cifar_200k.py:smoke',
+      f'--workdir={tmp_path}',
+      '--config.stage=distill',
+    ],
+    capture_output=True,
+    text=True,
+  )
+  assert result.returncode != 0
+  assert "--config.stage='distill' is not available; choose one of search" in result.stderr
