@@ -33,17 +33,23 @@ def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
   return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
 
 
+def _forward(model: nn.Module, variables, images):
+  """Training-mode forward: (logits, probes), the probes read from what blocks sow."""
+  (logits, _), state = model.apply(
+    variables, images, train=True, mutable=['batch_stats', 'intermediates']
+  )
+  sown = state['intermediates']
+  probes = tuple(sown[f'block_{b}'][blocks.PROBE][-1] for b in range(len(sown)))
+  return logits, probes
+
+
 def zero_perturbations(model: nn.Module, variables, images: jax.Array):
   """Zero perturbations shaped like the probes *at this batch size*.
 
   Built from the real batch: perturbations created at another batch size
   would broadcast and return the batch-summed gradient without any error.
   """
-  shapes = jax.eval_shape(
-    lambda v, x: model.apply(v, x, train=True, mutable=['batch_stats'])[0][1]['probes'],
-    variables,
-    images,
-  )
+  shapes = jax.eval_shape(lambda v, x: _forward(model, v, x)[1], variables, images)
   return {
     f'block_{b}': {blocks.PROBE: jnp.zeros(s.shape, jnp.float32)} for b, s in enumerate(shapes)
   }
@@ -56,13 +62,8 @@ def probe_gradients(model: nn.Module, variables, images, labels):
   perturbations = zero_perturbations(model, variables, images)
 
   def loss(perturbations):
-    (logits, aux), _ = model.apply(
-      {**variables, 'perturbations': perturbations},
-      images,
-      train=True,
-      mutable=['batch_stats'],
-    )
-    return cross_entropy(logits, labels), aux['probes']
+    logits, probes = _forward(model, {**variables, 'perturbations': perturbations}, images)
+    return cross_entropy(logits, labels), probes
 
   # Only the perturbations are differentiated: no weight gradients are formed.
   grads, probes = jax.grad(loss, has_aux=True)(perturbations)

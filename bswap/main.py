@@ -7,6 +7,7 @@ config names. No logic of its own.
 from __future__ import annotations
 
 import os
+import sys
 
 import jax
 from absl import app
@@ -48,7 +49,12 @@ def main(argv):
     raise app.UsageError(
       f'--config.stage={config.stage!r} is not available; choose one of {", ".join(STAGES)}'
     )
-  STAGES[config.stage](config, workdir)
+  try:
+    STAGES[config.stage](config, workdir)
+  except ValueError as e:
+    # bswap's own errors say what to do; a traceback would bury that.
+    logging.error('%s', e)
+    sys.exit(f'error: {e}')
 
 
 if __name__ == '__main__':

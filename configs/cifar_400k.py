@@ -16,7 +16,8 @@ straightforward path compiles each candidate, tens of seconds per candidate on
 a 2-core CPU (docs/benchmarks.md); pass --config.search.num_candidates=N to
 bound it until the fast scoring engine lands.
 
-Smoke variant (synthetic data, WRN-10-2 at 8 px, 6 candidates, seconds):
+Smoke variant (synthetic data, WRN-10-2 at 8 px, 6 candidates; about 40 s on a
+2-core CPU, mostly compiles):
 
   python -m bswap.main --config=configs/cifar_400k.py:smoke --workdir=/tmp/smoke
 """

@@ -49,3 +49,21 @@ def test_unknown_stage_is_a_clear_error(tmp_path):
   )
   assert result.returncode != 0
   assert "--config.stage='distill' is not available; choose one of search" in result.stderr
+
+
+def test_bad_input_exits_with_the_message_not_a_traceback(tmp_path):
+  result = subprocess.run(
+    [
+      sys.executable,
+      '-m',
+      'bswap.main',
+      '--config=configs/cifar_200k.py:smoke',
+      f'--workdir={tmp_path}',
+      f'--config.data.source={tmp_path / "missing"}',
+    ],
+    capture_output=True,
+    text=True,
+  )
+  assert result.returncode == 1
+  assert 'error: data source' in result.stderr and 'no such file or directory' in result.stderr
+  assert 'Traceback' not in result.stderr
