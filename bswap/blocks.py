@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 
+from bswap import convs
 from bswap import menu
 
 # Reference init: Normal(0, sqrt(2 / (kh * kw * out_channels))), not truncated,
@@ -28,22 +30,36 @@ DENSE_INIT = nn.initializers.variance_scaling(1.0 / 3.0, 'fan_in', 'uniform')
 PROBE = 'probe'
 
 
-def conv(features: int, kernel: int, stride: int = 1, groups: int = 1, name=None):
+CONV_IMPLS = ('xla', 'fast')
+
+
+def conv(features: int, kernel: int, stride: int = 1, groups: int = 1, impl='xla', name=None):
   """Bias-free conv with PyTorch's symmetric padding kernel // 2.
 
   Flax's 'SAME' pads (0, 1) at stride 2, a different network.
   """
-  pad = kernel // 2
-  return nn.Conv(
-    features,
-    (kernel, kernel),
-    strides=(stride, stride),
-    padding=((pad, pad), (pad, pad)),
-    feature_group_count=groups,
-    use_bias=False,
-    kernel_init=CONV_INIT,
-    name=name,
-  )
+  return Conv(features, kernel, stride, groups, impl, name=name)
+
+
+class Conv(nn.Module):
+  """A conv with the parameter tree of `nn.Conv` and a choice of implementation.
+
+  'xla' is `lax.conv_general_dilated` (what `nn.Conv` runs). 'fast' gives the
+  same function with kernels XLA:CPU runs far faster (`bswap.convs`); the
+  parameters, their names and their initial values are the same either way.
+  """
+
+  features: int
+  kernel: int
+  stride: int = 1
+  groups: int = 1
+  impl: str = 'xla'
+
+  @nn.compact
+  def __call__(self, x):
+    shape = (self.kernel, self.kernel, x.shape[-1] // self.groups, self.features)
+    kernel = self.param('kernel', CONV_INIT, shape, jnp.float32)
+    return convs.conv2d(x, kernel.astype(x.dtype), self.stride, self.groups, self.impl)
 
 
 def batch_norm(train: bool, name=None):
@@ -65,15 +81,16 @@ class Unit(nn.Module):
   block_type: menu.BlockType
   out_ch: int
   stride: int = 1
+  conv_impl: str = 'xla'
 
   @nn.compact
   def __call__(self, x, train: bool):
-    t, c = self.block_type, x.shape[-1]
+    t, c, impl = self.block_type, x.shape[-1], self.conv_impl
     if t.is_standard_conv:
-      return conv(self.out_ch, 3, self.stride, name='conv')(x)
-    x = conv(c, 3, self.stride, t.groups(c), name='grouped')(x)
+      return conv(self.out_ch, 3, self.stride, impl=impl, name='conv')(x)
+    x = conv(c, 3, self.stride, t.groups(c), impl, name='grouped')(x)
     x = bn_relu(x, train, name='bn')
-    return conv(self.out_ch, 1, name='pointwise')(x)
+    return conv(self.out_ch, 1, impl=impl, name='pointwise')(x)
 
 
 class BasicBranch(nn.Module):
@@ -83,12 +100,14 @@ class BasicBranch(nn.Module):
   out_ch: int
   stride: int = 1
   final_norm: bool = False
+  conv_impl: str = 'xla'
 
   @nn.compact
   def __call__(self, x, train: bool):
-    x = Unit(self.block_type, self.out_ch, self.stride, name='unit_a')(x, train)
+    t, impl = self.block_type, self.conv_impl
+    x = Unit(t, self.out_ch, self.stride, impl, name='unit_a')(x, train)
     x = bn_relu(x, train, name='bn_mid')
-    x = Unit(self.block_type, self.out_ch, name='unit_b')(x, train)
+    x = Unit(t, self.out_ch, conv_impl=impl, name='unit_b')(x, train)
     return batch_norm(train, 'bn_out')(x) if self.final_norm else x
 
 
@@ -99,16 +118,17 @@ class BottleneckBranch(nn.Module):
   out_ch: int
   stride: int = 1
   final_norm: bool = False
+  conv_impl: str = 'xla'
 
   @nn.compact
   def __call__(self, x, train: bool):
-    t = self.block_type
+    t, impl = self.block_type, self.conv_impl
     m = self.out_ch // t.bottleneck
-    x = conv(m, 1, name='reduce')(x)
+    x = conv(m, 1, impl=impl, name='reduce')(x)
     x = bn_relu(x, train, name='bn_reduce')
-    x = conv(m, 3, self.stride, t.groups(m), name='grouped')(x)
+    x = conv(m, 3, self.stride, t.groups(m), impl, name='grouped')(x)
     x = bn_relu(x, train, name='bn_grouped')
-    x = conv(self.out_ch, 1, name='expand')(x)
+    x = conv(self.out_ch, 1, impl=impl, name='expand')(x)
     return batch_norm(train, 'bn_out')(x) if self.final_norm else x
 
 
@@ -134,13 +154,18 @@ class PreActBlock(nn.Module):
   block_name: str
   out_ch: int
   stride: int = 1
+  conv_impl: str = 'xla'
 
   @nn.compact
   def __call__(self, x, train: bool):
     t = menu.get(self.block_name)
     x_act = bn_relu(x, train, name='bn_in')
-    branch = BRANCHES[t.family](t, self.out_ch, self.stride, name='branch')(x_act, train)
+    branch_cls = BRANCHES[t.family]
+    branch = branch_cls(t, self.out_ch, self.stride, conv_impl=self.conv_impl, name='branch')(
+      x_act, train
+    )
     branch = mark_probe(self, branch)
     if x.shape[-1] == self.out_ch and self.stride == 1:
       return branch + x, branch
-    return branch + conv(self.out_ch, 1, self.stride, name='shortcut')(x_act), branch
+    shortcut = conv(self.out_ch, 1, self.stride, impl=self.conv_impl, name='shortcut')
+    return branch + shortcut(x_act), branch

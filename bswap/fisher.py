@@ -28,8 +28,8 @@ from bswap import blocks
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
-  """Mean cross-entropy over the batch, in float32."""
-  logits = logits.astype(jnp.float32)
+  """Mean cross-entropy over the batch, in float32 at least."""
+  logits = logits.astype(jnp.promote_types(logits.dtype, jnp.float32))
   return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
 
 
@@ -71,8 +71,9 @@ def probe_gradients(model: nn.Module, variables, images, labels):
 
 
 def block_fisher(activation: jax.Array, gradient: jax.Array) -> jax.Array:
-  """sum_c 0.5 * mean_n (sum_hw A * g)^2 for one block, in float32."""
-  a, g = activation.astype(jnp.float32), gradient.astype(jnp.float32)
+  """sum_c 0.5 * mean_n (sum_hw A * g)^2 for one block, in float32 at least."""
+  dtype = jnp.promote_types(jnp.result_type(activation, gradient), jnp.float32)
+  a, g = activation.astype(dtype), gradient.astype(dtype)
   per_channel = jnp.sum(a * g, axis=(1, 2))  # (N, C)
   return jnp.sum(0.5 * jnp.mean(per_channel**2, axis=0))
 

@@ -61,6 +61,7 @@ class WideResNet(nn.Module):
   width: int = 2
   genotype: Sequence[str] = ()
   num_classes: int = 10
+  conv_impl: str = 'xla'  # 'fast': same function and parameters, faster on XLA:CPU
 
   @nn.compact
   def __call__(self, x, train: bool):
@@ -68,7 +69,7 @@ class WideResNet(nn.Module):
       raise ValueError(f'expected images of shape (N, H, W, 3); got {x.shape}')
     geno = genotype_of(self)
     skel = geno.skeleton(x.shape[1], self.num_classes)
-    parts = build_parts(geno, skel, named=True)
+    parts = build_parts(geno, skel, named=True, conv_impl=self.conv_impl)
     x = parts[0][1](x, train)
     last_of_stage = {slot.stage: slot.index for slot in skel.slots}
     stages, probes = [], []
@@ -81,7 +82,9 @@ class WideResNet(nn.Module):
     return logits, {'stages': tuple(stages), 'probes': tuple(probes)}
 
 
-def build_parts(geno: genotype_lib.Genotype, skel: arch_lib.Skeleton, named: bool):
+def build_parts(
+  geno: genotype_lib.Genotype, skel: arch_lib.Skeleton, named: bool, conv_impl: str = 'xla'
+):
   """[(name, module, part_index, input_shape)] for stem, blocks and head, in order.
 
   Shared by `WideResNet.__call__` (named=True, as submodules) and
@@ -93,7 +96,7 @@ def build_parts(geno: genotype_lib.Genotype, skel: arch_lib.Skeleton, named: boo
   parts = [('stem', stem, skel.stem_part, (size, size, 3))]
   for slot, block_name in zip(skel.slots, geno.blocks):
     module = blocks.PreActBlock(
-      block_name, slot.out_ch, slot.stride, name=name(f'block_{slot.index}')
+      block_name, slot.out_ch, slot.stride, conv_impl, name=name(f'block_{slot.index}')
     )
     parts.append(
       (f'block_{slot.index}', module, slot.index, (slot.in_size, slot.in_size, slot.in_ch))

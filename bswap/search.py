@@ -15,6 +15,7 @@ files.
 
 from __future__ import annotations
 
+import concurrent.futures
 import csv
 import dataclasses
 import io
@@ -29,6 +30,7 @@ from tqdm import tqdm
 
 from bswap import accounting
 from bswap import arch as arch_lib
+from bswap import engine as engine_lib
 from bswap import files
 from bswap import fisher
 from bswap import genotype as genotype_lib
@@ -98,29 +100,59 @@ def load_train_data(config) -> input_pipeline.ArrayDataset:
   )
 
 
+def enable_compilation_cache(path: str) -> None:
+  """Persist XLA executables so that a second search skips its compiles."""
+  if not path:
+    return
+  jax.config.update('jax_compilation_cache_dir', os.path.expanduser(path))
+  # The default (1 s) would skip the many sub-second per-block compiles.
+  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
+
+
+def make_scorer(config, skel):
+  """`(genotype, index, images, labels) -> (total, per_block)` for the configured engine."""
+  if config.search.engine == 'fast':
+    scorer = engine_lib.Engine(skel, config.search.conv_impl)
+    return lambda geno, i, x, y: scorer.score(geno, config.seed, i, x, y)
+  if config.search.engine == 'reference':
+
+    def reference(geno, i, x, y):
+      model = models.WideResNet(geno.depth, geno.width, geno.blocks, skel.num_classes)
+      variables = models.init_variables(model, config.seed, i, skel.image_size)
+      total, per_block = jax.device_get(fisher.jitted_fisher(model)(variables, x, y))
+      return float(total), per_block
+
+    return reference
+  raise ValueError(
+    f"--config.search.engine={config.search.engine!r} is unknown; use 'fast' or 'reference'"
+  )
+
+
 def score_candidates(config, skel, sample, train) -> list[Scored]:
-  """Fisher potential of every sampled genotype (the plain per-architecture path)."""
+  """Fisher potential of every sampled genotype."""
   batch_size = config.search.batch_size
   sizes = dict(pad=config.data.crop_pad, cutout=config.data.cutout)
   shared = input_pipeline.fisher_batch(train, batch_size, config.seed, **sizes)
-  scored = []
-  bar = tqdm(total=len(sample.genotypes), desc='scoring', unit='cand')
-  for i, geno in enumerate(sample.genotypes):
+  score = make_scorer(config, skel)
+
+  def one(item):
+    i, geno = item
     images, labels = (
       input_pipeline.fisher_batch(train, batch_size, config.seed, index=i, **sizes)
       if config.search.fresh_batch_per_candidate
       else shared
     )
-    model = models.WideResNet(geno.depth, geno.width, geno.blocks, skel.num_classes)
-    variables = models.init_variables(model, config.seed, i, skel.image_size)
-    total, per_block = jax.device_get(fisher.jitted_fisher(model)(variables, images, labels))
+    total, per_block = score(geno, i, images, labels)
     count = accounting.count(geno, skel.image_size)
-    scored.append(
-      Scored(i, geno, count.params, count.macs, float(total), tuple(map(float, per_block)))
-    )
-    bar.update(1)
-  bar.close()
-  return scored
+    return Scored(i, geno, count.params, count.macs, float(total), tuple(map(float, per_block)))
+
+  # Candidates in flight on several threads: XLA compiles and runs outside the
+  # GIL, so one candidate's compile or single-threaded op overlaps another's.
+  # map() keeps the order, and each score is independent of scheduling.
+  items = list(enumerate(sample.genotypes))
+  with concurrent.futures.ThreadPoolExecutor(max(1, config.search.threads)) as pool:
+    results = pool.map(one, items)
+    return list(tqdm(results, total=len(items), desc='scoring', unit='cand'))
 
 
 def rank(scored: list[Scored]) -> list[Scored]:
@@ -166,6 +198,7 @@ def best_json(config, best: Scored, sample: sampler.Sample, num: int) -> str:
     'seed': config.seed,
     'batch_size': config.search.batch_size,
     'fresh_batch_per_candidate': config.search.fresh_batch_per_candidate,
+    'engine': config.search.engine,
     'data_source': config.data.source,
     'image_size': config.data.image_size,
     'versions': versions(),
@@ -195,6 +228,7 @@ def write_outputs(config, workdir: str, ranked: list[Scored], sample) -> dict[st
 def run_search(config, workdir: str) -> Scored:
   """Sample, score, rank and write; returns the best candidate."""
   start = time.perf_counter()
+  enable_compilation_cache(config.search.compilation_cache_dir)
   # Data: one training split in memory; the Fisher batch is drawn from it.
   train = load_train_data(config)
   # Sample: budgeted genotypes (fails at once on an unreachable budget).

@@ -7,7 +7,9 @@ Every hyperparameter lives here, overridable on the command line, e.g.
 import ml_collections
 from ml_collections import config_dict
 
-STAGES = ('search',)  # 'teacher', 'student' and 'pipeline' arrive with training
+# search: rank genotypes; teacher: train WRN-depth-width of config.model;
+# student: train config.train.genotype; pipeline: search, then train the winner.
+STAGES = ('search', 'teacher', 'student', 'pipeline')
 
 
 def cifar_config(budget: int) -> ml_collections.ConfigDict:
@@ -44,7 +46,60 @@ def cifar_config(budget: int) -> ml_collections.ConfigDict:
   # True: a fresh batch per candidate, as the reference code does.
   config.search.fresh_batch_per_candidate = False
   config.search.max_draws = 100_000_000  # refuse budgets needing more sampler draws
+  # 'fast': block-by-block scoring, compiles shared by all candidates (bswap/engine.py);
+  # 'reference': one whole-network compile per candidate (bswap/fisher.py).
+  config.search.engine = 'fast'
+  config.search.conv_impl = 'fast'  # 'xla': native convs (bit-identical to 'reference')
+  config.search.threads = 1  # candidates scored concurrently (XLA runs outside the GIL)
+  # Persistent XLA compilation cache: a second search skips the compiles.
+  config.search.compilation_cache_dir = '~/.cache/bswap/jax'  # '' disables it
+
+  # Multi-host (TPU pod, multi-node GPU): run the same command on every host
+  # with --config.distributed=true; each host then loads only its share of the data.
+  config.distributed = False
+  config.train = training()
   return config
+
+
+def training() -> ml_collections.ConfigDict:
+  """Training of the teacher and the students (SPEC section 5)."""
+  train = ml_collections.ConfigDict()
+  train.epochs = 200
+  train.batch_size = 128  # global, split across devices; 390 steps per CIFAR-10 epoch
+  train.eval_batch_size = 1024  # the whole test set is scored, padding masked out
+  # torch.optim.SGD as the reference uses it: L2 decay added to every gradient.
+  train.lr = 0.1
+  train.momentum = 0.9
+  train.nesterov = False
+  train.weight_decay = 5e-4
+  # 'paper': x lr_decay at epochs 60, 120, 180 (the paper's text); 'code2019':
+  # at 60, 120, 160 (the authors' 2019 code); 'cosine': cosine over all epochs.
+  train.schedule = 'paper'
+  train.lr_decay = 0.2
+  # Student objective: CE + beta * sum over the 3 stage outputs of the
+  # attention-transfer loss, with the teacher from this checkpoint directory
+  # (e.g. workdir/teacher_wrn40_2/teacher/checkpoints; the run directory or its
+  # workdir also work). None: the student is trained with CE alone.
+  train.beta = 1000.0
+  train.teacher_checkpoint = config_dict.placeholder(str)
+  # The student: None = the search's workdir/best_genotype.json; 'random' = one
+  # genotype sampled inside config.search.budget; else a genotype file (JSON or
+  # reference CSV) or comma-separated block names (depth from their number,
+  # width genotype_width, default 2).
+  train.genotype = config_dict.placeholder(str)
+  train.genotype_width = config_dict.placeholder(int)
+  # Compute dtype: 'float32' or 'bfloat16' (parameters and BN statistics stay float32).
+  train.dtype = 'float32'
+  # Steps per jitted call; more than 1 runs them in a lax.scan, which saves host
+  # dispatches on GPU and TPU but is ~40x slower on XLA:CPU (loops defeat its
+  # convolution kernels).
+  train.steps_per_call = 1
+  train.max_steps = config_dict.placeholder(int)  # stop early (smoke runs, benchmarks)
+  train.eval_every_epochs = 1
+  train.checkpoint_every_epochs = 5  # and always at the end; resumed automatically
+  train.keep_checkpoints = 3
+  train.tensorboard = True  # needs tensorboardX; skipped with a warning without it
+  return train
 
 
 def smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -58,6 +113,13 @@ def smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   config.search.budget = 50_000  # reachable by WRN-10-2 (22K-304K), acceptance ~5%
   config.search.num_candidates = 6
   config.search.batch_size = 8
+  config.search.compilation_cache_dir = ''  # smoke runs leave nothing behind
+  # Training: 2 epochs of 4 steps at batch 16 (divisible by 1, 2, 4, 8 or 16 devices).
+  config.train.epochs = 2
+  config.train.batch_size = 16
+  config.train.eval_batch_size = 16
+  config.train.checkpoint_every_epochs = 1
+  config.train.keep_checkpoints = 2
   return config
 
 
@@ -67,4 +129,26 @@ def get(budget: int, arg: str | None) -> ml_collections.ConfigDict:
     return smoke(config)
   if arg:
     raise ValueError(f'unknown config variant {arg!r}; the only variant is ":smoke"')
+  return config
+
+
+def teacher(arg: str | None) -> ml_collections.ConfigDict:
+  """The teacher: WRN-depth-width of config.model (WRN-40-2; smoke: WRN-10-2), all 'Conv'."""
+  config = get(400_000, arg)
+  config.stage = 'teacher'
+  return config
+
+
+def fixed_student(block: str, depth: int, width: int, arg: str | None):
+  """A student of one block type at WRN-depth-width (smoke: WRN-10-width).
+
+  Trained with attention transfer from --config.train.teacher_checkpoint when
+  given, with cross-entropy alone otherwise.
+  """
+  config = get(400_000, arg)
+  config.stage = 'student'
+  if arg == 'smoke':
+    depth = 10
+  config.train.genotype = ','.join([block] * (3 * ((depth - 4) // 6)))
+  config.train.genotype_width = width
   return config

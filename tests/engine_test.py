@@ -1,0 +1,130 @@
+"""The fast engine against the reference path (`bswap.fisher`), and its compiles."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import monitoring
+
+from bswap import arch
+from bswap import convs
+from bswap import engine
+from bswap import fisher
+from bswap import models
+from bswap import sampler
+
+SKEL = arch.wrn_skeleton(10, 1, image_size=16)  # 3 blocks: 16 -> 16, 16 -> 32/2, 32 -> 64/2
+SEED = 3
+
+
+# Every conv form the engine has (dense, depthwise, block-diagonal grouped) in
+# both families; a sub-menu keeps the number of per-block compiles small for CI.
+MENU = ('Conv', 'DConv', 'DConvA4', 'DConvG2', 'ConvB2', 'G8B2', 'A2B2')
+
+
+def _genotypes():
+  """20 genotypes over four budgets across WRN-10-1's reachable range."""
+  out = []
+  for k, budget in enumerate((14_000, 20_000, 28_000, 40_000)):
+    out += sampler.sample(SKEL, budget, 5, seed=k, band=0.15, names=MENU).genotypes
+  return out
+
+
+GENOTYPES = _genotypes()
+
+
+def _batch(dtype):
+  x = jax.random.normal(jax.random.PRNGKey(0), (16, 16, 16, 3), dtype)
+  return x, jnp.arange(16) % 10
+
+
+def _reference(geno, index, x, y):
+  model = models.WideResNet(geno.depth, geno.width, geno.blocks, SKEL.num_classes)
+  variables = models.init_variables(model, SEED, index, SKEL.image_size)
+  variables = jax.tree.map(lambda v: v.astype(x.dtype), variables)
+  total, per_block = jax.device_get(fisher.jitted_fisher(model)(variables, x, y))
+  return float(total), np.asarray(per_block, np.float64)
+
+
+def test_float64_scores_equal_the_reference_within_1e_9():
+  with jax.enable_x64(True):
+    x, y = _batch(jnp.float64)
+    fast = engine.Engine(SKEL, 'fast')
+    for i, geno in enumerate(GENOTYPES):
+      total, per_block = fast.score(geno, SEED, i, x, y)
+      ref_total, ref_per_block = _reference(geno, i, x, y)
+      np.testing.assert_allclose(per_block, ref_per_block, rtol=1e-9, err_msg=str(geno.blocks))
+      np.testing.assert_allclose(total, ref_total, rtol=1e-9)
+
+
+def test_float32_scores_match_and_pick_the_same_candidate():
+  x, y = _batch(jnp.float32)
+  fast = engine.Engine(SKEL, 'fast')
+  totals, ref_totals = [], []
+  for i, geno in enumerate(GENOTYPES):
+    total, per_block = fast.score(geno, SEED, i, x, y)
+    ref_total, ref_per_block = _reference(geno, i, x, y)
+    np.testing.assert_allclose(per_block, ref_per_block, rtol=1e-3, err_msg=str(geno.blocks))
+    np.testing.assert_allclose(total, ref_total, rtol=1e-4)
+    totals.append(total)
+    ref_totals.append(ref_total)
+  assert np.argmax(totals) == np.argmax(ref_totals)
+
+
+def test_native_convs_give_bit_identical_scores():
+  # With conv_impl='xla' the block-by-block path runs the reference's very ops.
+  x, y = _batch(jnp.float32)
+  xla = engine.Engine(SKEL, 'xla')
+  for i, geno in enumerate(GENOTYPES[:4]):
+    _, per_block = xla.score(geno, SEED, i, x, y)
+    np.testing.assert_allclose(per_block, _reference(geno, i, x, y)[1], rtol=1e-6)
+
+
+def test_engine_weights_are_the_seed_contracts():
+  geno = GENOTYPES[7]
+  model = models.WideResNet(geno.depth, geno.width, geno.blocks)
+  expected = models.init_variables(model, SEED, 7, SKEL.image_size)
+  parts = engine.Engine(SKEL).variables(geno, SEED, 7)
+  names = ['stem', 'block_0', 'block_1', 'block_2', 'head']
+  for name, variables in zip(names, parts):
+    jax.tree.map(np.testing.assert_array_equal, variables['params'], expected['params'][name])
+
+
+def test_compiles_do_not_grow_with_the_number_of_candidates():
+  compiles = []
+  monitoring.register_event_duration_secs_listener(
+    lambda event, _, **kw: (
+      compiles.append(event) if event == '/jax/core/compile/backend_compile_duration' else None
+    )
+  )
+  x, y = _batch(jnp.float32)
+  fast = engine.Engine(SKEL, 'fast')
+  for i, geno in enumerate(GENOTYPES):  # warm: every (type, shape) these use
+    fast.score(geno, SEED, i, x, y)
+  before = len(compiles)
+  # 20 new candidates (other indices: other weights) built from the same block choices.
+  rng = np.random.default_rng(0)
+  for i in range(20):
+    blocks = tuple(GENOTYPES[rng.integers(20)].blocks[b] for b in range(3))
+    fast.score(type(GENOTYPES[0])(blocks, 'wrn', 10, 1), SEED, 100 + i, x, y)
+  assert len(compiles) == before
+
+
+@pytest.mark.parametrize(
+  'channels,groups,stride',
+  [(16, 16, 1), (32, 32, 2), (16, 2, 1), (32, 8, 2), (32, 16, 1), (8, 4, 1), (16, 1, 2)],
+)
+def test_fast_convs_equal_native_convs(channels, groups, stride):
+  x = jax.random.normal(jax.random.PRNGKey(1), (2, 9, 9, channels))
+  kernel = jax.random.normal(jax.random.PRNGKey(2), (3, 3, channels // groups, channels))
+  native = convs.conv2d(x, kernel, stride, groups, 'xla')
+  fast = convs.conv2d(x, kernel, stride, groups, 'fast')
+  np.testing.assert_allclose(fast, native, rtol=1e-5, atol=1e-5)
+  # Input gradients (what Fisher needs) agree too.
+  grad = lambda impl: jax.grad(lambda x: convs.conv2d(x, kernel, stride, groups, impl).sum())(x)
+  np.testing.assert_allclose(grad('fast'), grad('xla'), rtol=1e-5, atol=1e-5)
+
+
+def test_unknown_conv_impl_is_an_error():
+  with pytest.raises(ValueError, match="conv impl must be 'xla' or 'fast'"):
+    convs.conv2d(jnp.zeros((1, 4, 4, 2)), jnp.zeros((3, 3, 1, 2)), 1, 2, 'cudnn')
