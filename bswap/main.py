@@ -15,14 +15,21 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from bswap import parallel
 from bswap import search
+from bswap import train
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', None, 'Config file, e.g. configs/cifar_400k.py[:smoke].')
 flags.DEFINE_string('workdir', None, 'Output directory (default: workdir/<config name>).')
 flags.mark_flags_as_required(['config'])
 
-STAGES = {'search': search.run_search}
+STAGES = {
+  'search': search.run_search,
+  'teacher': train.train_and_evaluate,
+  'student': train.train_and_evaluate,
+  'pipeline': train.run_pipeline,
+}
 
 
 def default_workdir(config_arg: str) -> str:
@@ -37,6 +44,7 @@ def main(argv):
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
   config = FLAGS.config
   workdir = FLAGS.workdir or default_workdir(flags.FLAGS['config'].config_filename)
+  parallel.initialize(config.get('distributed', False))  # before any other JAX call
   logging.info(
     'Process %d of %d; %d local devices: %s',
     jax.process_index(),

@@ -1,4 +1,4 @@
-"""Pictures of a search: why the chosen genotype won.
+"""Pictures: why a search chose its genotype (search.png), and training curves (curves.png).
 
 matplotlib (Agg, no display) is imported here only, so the rest of bswap never
 pays for it.
@@ -68,6 +68,40 @@ def search_figure(ranked, budget: float, band: float) -> bytes:
     buf = io.BytesIO()
     # No 'Software' stamp: the same search gives byte-identical files.
     fig.savefig(buf, format='png', dpi=110, metadata={'Software': None})
+  finally:
+    plt.close(fig)
+  return buf.getvalue()
+
+
+def _curve(ax, records, key: str, label: str, style: str):
+  points = [(r['epoch'], r[key]) for r in records if r.get(key) is not None]
+  if points:
+    ax.plot(*zip(*points), style, label=label, markersize=3)
+
+
+def curves_figure(records) -> bytes:
+  """PNG bytes: train and test cross-entropy (left) and error % (right) against the epoch.
+
+  The train curve is the cross-entropy part of a student's objective, so that it
+  compares with the test loss (cross-entropy alone).
+  """
+  fig, (loss_ax, error_ax) = plt.subplots(1, 2, figsize=(11, 4.2))
+  try:
+    panels = ((loss_ax, 'ce', 'loss', 'cross-entropy'), (error_ax, 'error', 'error', 'error (%)'))
+    for ax, train_key, test_key, name in panels:
+      _curve(ax, records, f'train_{train_key}', 'train', '-')
+      _curve(ax, records, f'test_{test_key}', 'test', 'o-')
+      ax.set_xlabel('epoch')
+      ax.set_ylabel(name)
+      ax.grid(alpha=0.3)
+      if ax.lines:
+        ax.legend(fontsize=8)
+    best = [r['test_error'] for r in records if r.get('test_error') is not None]
+    if best:
+      error_ax.set_title(f'test error: last {best[-1]:.2f}%, best {min(best):.2f}%')
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format='png', dpi=100, metadata={'Software': None})
   finally:
     plt.close(fig)
   return buf.getvalue()

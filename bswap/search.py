@@ -58,7 +58,8 @@ def search_menu(config) -> tuple[str, ...] | None:
   return tuple(menu.split_names(text)) if text else None
 
 
-def sample_candidates(config) -> tuple[arch_lib.Skeleton, sampler.Sample]:
+def sample_candidates(config, num: int | None = None):
+  """(skeleton, sample): `num` (default config.search.num_candidates) genotypes in the budget."""
   skel = arch_lib.skeleton(
     config.model.arch,
     config.model.depth,
@@ -69,7 +70,7 @@ def sample_candidates(config) -> tuple[arch_lib.Skeleton, sampler.Sample]:
   sample = sampler.sample(
     skel,
     config.search.budget,
-    config.search.num_candidates,
+    num or config.search.num_candidates,
     seed=config.seed,
     band=config.search.band,
     names=search_menu(config),

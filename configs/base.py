@@ -90,6 +90,9 @@ def training() -> ml_collections.ConfigDict:
   train.genotype_width = config_dict.placeholder(int)
   # Compute dtype: 'float32' or 'bfloat16' (parameters and BN statistics stay float32).
   train.dtype = 'float32'
+  # Convolutions: 'xla' (native), 'fast' (bswap.convs: grouped convs XLA:CPU runs
+  # several times faster; same function), 'auto' ('fast' on CPUs, else 'xla').
+  train.conv_impl = 'auto'
   # Steps per jitted call; more than 1 runs them in a lax.scan, which saves host
   # dispatches on GPU and TPU but is ~40x slower on XLA:CPU (loops defeat its
   # convolution kernels).

@@ -16,10 +16,22 @@ straightforward path compiles each candidate, tens of seconds per candidate on
 a 2-core CPU (docs/benchmarks.md); pass --config.search.num_candidates=N to
 bound it until the fast scoring engine lands.
 
+The paper's whole job (search, then train the winner for 200 epochs with
+attention transfer from a trained teacher, see configs/teacher_wrn40_2.py):
+
+  python -m bswap.main --config=configs/cifar_400k.py --config.stage=pipeline \
+    --config.train.teacher_checkpoint=workdir/teacher_wrn40_2/teacher/checkpoints
+
+writes the search's files, then workdir/cifar_400k/student/ (checkpoints,
+metrics.jsonl, curves.png). Paper, BlockSwap students' test error: 404K: 4.21%.
+
 Smoke variant (synthetic data, WRN-10-2 at 8 px, 6 candidates; about 40 s on a
 2-core CPU, mostly compiles):
 
   python -m bswap.main --config=configs/cifar_400k.py:smoke --workdir=/tmp/smoke
+
+Add --config.stage=pipeline to the smoke command to also train the winner for
+2 epochs of 4 steps at batch 16 (about 20 s more).
 """
 
 from configs import base

@@ -8,6 +8,13 @@ import sys
 from bswap import main
 
 
+def run_main(workdir, *flags):
+  """`python -m bswap.main` on the 200K smoke config in a subprocess."""
+  command = [sys.executable, '-m', 'bswap.main', '--config=configs/cifar_200k.py:smoke']
+  command += [f'--workdir={workdir}', *flags]
+  return subprocess.run(command, capture_output=True, text=True)
+
+
 def test_default_workdir_follows_the_config_name():
   assert main.default_workdir('configs/cifar_400k.py') == os.path.join('workdir', 'cifar_400k')
   assert main.default_workdir('configs/cifar_200k.py:smoke') == os.path.join(
@@ -16,18 +23,7 @@ def test_default_workdir_follows_the_config_name():
 
 
 def test_smoke_search_runs_as_a_module(tmp_path):
-  result = subprocess.run(
-    [
-      sys.executable,
-      '-m',
-      'bswap.main',
-      '--config=configs/cifar_200k.py:smoke',
-      f'--workdir={tmp_path}',
-      '--config.search.num_candidates=3',
-    ],
-    capture_output=True,
-    text=True,
-  )
+  result = run_main(tmp_path, '--config.search.num_candidates=3')
   assert result.returncode == 0, result.stderr[-3000:]
   record = json.loads((tmp_path / 'best_genotype.json').read_text())
   assert record['num_candidates'] == 3
@@ -35,35 +31,14 @@ def test_smoke_search_runs_as_a_module(tmp_path):
 
 
 def test_unknown_stage_is_a_clear_error(tmp_path):
-  result = subprocess.run(
-    [
-      sys.executable,
-      '-m',
-      'bswap.main',
-      '--config=configs/cifar_200k.py:smoke',
-      f'--workdir={tmp_path}',
-      '--config.stage=distill',
-    ],
-    capture_output=True,
-    text=True,
-  )
+  result = run_main(tmp_path, '--config.stage=distill')
   assert result.returncode != 0
-  assert "--config.stage='distill' is not available; choose one of search" in result.stderr
+  assert "--config.stage='distill' is not available; choose one of" in result.stderr
+  assert 'search' in result.stderr.split('choose one of')[-1]
 
 
 def test_bad_input_exits_with_the_message_not_a_traceback(tmp_path):
-  result = subprocess.run(
-    [
-      sys.executable,
-      '-m',
-      'bswap.main',
-      '--config=configs/cifar_200k.py:smoke',
-      f'--workdir={tmp_path}',
-      f'--config.data.source={tmp_path / "missing"}',
-    ],
-    capture_output=True,
-    text=True,
-  )
+  result = run_main(tmp_path, f'--config.data.source={tmp_path / "missing"}')
   assert result.returncode == 1
   assert 'error: data source' in result.stderr and 'no such file or directory' in result.stderr
   assert 'Traceback' not in result.stderr

@@ -1,0 +1,147 @@
+"""Checkpoints with orbax: save the training state, resume it, read a teacher.
+
+A run keeps its checkpoints in `<run dir>/checkpoints/<step>/`. Orbax writes a
+step to a temporary directory and renames it (or, on GCS, writes a commit
+marker) only when it is whole, so a run killed in the middle of a save leaves
+the previous checkpoint intact and the half-written one is never restored.
+Saves are asynchronous: `close()` waits for the last one.
+"""
+
+from __future__ import annotations
+
+import logging as pylogging
+import os
+
+import jax
+import orbax.checkpoint as ocp
+from absl import logging
+from etils import epath
+
+from bswap import parallel
+
+SUBDIR = 'checkpoints'
+
+
+class _QuietOrbax(pylogging.Filter):
+  """Drops orbax's INFO lines (dozens per save) from the log; its warnings stay."""
+
+  def filter(self, record: pylogging.LogRecord) -> bool:
+    return record.levelno >= pylogging.WARNING or f'{os.sep}orbax{os.sep}' not in record.pathname
+
+
+def quiet_orbax() -> None:
+  logger = logging.get_absl_logger()
+  if not any(isinstance(f, _QuietOrbax) for f in logger.filters):
+    logger.addFilter(_QuietOrbax())
+
+
+def _absolute(path: str) -> str:
+  """Orbax wants absolute paths; leave URLs such as gs://bucket/dir alone."""
+  return path if '://' in path else os.path.abspath(os.path.expanduser(path))
+
+
+class Checkpoints:
+  """The checkpoints of one run: keep the last `keep`, restore the latest."""
+
+  def __init__(self, directory: str, keep: int):
+    if keep < 1:
+      raise ValueError(f'keep_checkpoints must be at least 1; got {keep}')
+    quiet_orbax()
+    self.directory = _absolute(directory)
+    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
+    self.manager = ocp.CheckpointManager(self.directory, options=options)
+
+  def latest_step(self) -> int | None:
+    return self.manager.latest_step()
+
+  def restore_latest(self, target):
+    """The latest saved state shaped and sharded like `target`, or None if there is none."""
+    step = self.manager.latest_step()
+    if step is None:
+      return None
+    abstract = jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), target
+    )
+    logging.info('Restoring step %d from %s', step, self.directory)
+    return self.manager.restore(step, args=ocp.args.StandardRestore(abstract))
+
+  def save(self, step: int, state) -> None:
+    """Starts saving `state` as `step` (asynchronous); a step saved already is skipped."""
+    if step in self.manager.all_steps():
+      return
+    self.manager.save(step, args=ocp.args.StandardSave(state))
+
+  def reached_preemption(self, step: int) -> bool:
+    """True once the job has been told it will be preempted (TPU VMs; all hosts agree)."""
+    return self.manager.reached_preemption(step)
+
+  def close(self) -> None:
+    self.manager.wait_until_finished()
+    self.manager.close()
+
+
+def find_run_checkpoints(path: str, run: str = 'teacher') -> str:
+  """The checkpoint directory `path` means: itself, path/checkpoints or path/run/checkpoints.
+
+  So a student may be pointed at the teacher's workdir, its run directory or
+  its checkpoint directory alike.
+  """
+  path = _absolute(path)
+  for candidate in (path, os.path.join(path, SUBDIR), os.path.join(path, run, SUBDIR)):
+    if _latest_step(candidate) is not None:
+      return candidate
+  raise ValueError(
+    f'no checkpoint found in {path} (nor in {path}/{SUBDIR} or {path}/{run}/{SUBDIR}); '
+    f'point --config.train.teacher_checkpoint at the teacher run, e.g. '
+    f'workdir/teacher_wrn40_2/teacher/{SUBDIR}, or train one with --config.stage=teacher'
+  )
+
+
+def _read_only(directory: str, **kwargs) -> ocp.CheckpointManager:
+  options = ocp.CheckpointManagerOptions(read_only=True, create=False, save_interval_steps=0)
+  return ocp.CheckpointManager(directory, options=options, **kwargs)
+
+
+def _latest_step(directory: str) -> int | None:
+  if not epath.Path(directory).is_dir():
+    return None
+  manager = _read_only(directory)
+  step = manager.latest_step()
+  manager.close()
+  return step
+
+
+def load_variables(path: str, template, mesh) -> dict:
+  """{'params', 'batch_stats'} of the latest checkpoint under `path`, replicated on `mesh`.
+
+  Args:
+    path: a run's checkpoint directory, or a directory above it (`find_run_checkpoints`).
+    template: {'params', 'batch_stats'} of the expected network (arrays or shapes);
+      a checkpoint of another network is a ValueError, not a crash mid-training.
+    mesh: where to put the restored arrays.
+  """
+  quiet_orbax()
+  directory = find_run_checkpoints(path)
+  manager = _read_only(directory, item_handlers=ocp.StandardCheckpointHandler())
+  step = manager.latest_step()
+  tree = manager.item_metadata(step).tree
+  missing = [k for k in ('params', 'batch_stats') if k not in tree]
+  if missing:
+    raise ValueError(f'{directory} step {step} has no {missing}: not a bswap training checkpoint')
+  _check_shapes(template, tree, f'{directory} step {step}')
+  # Restore everything (orbax needs the whole tree), replicated; keep the variables.
+  abstract = parallel.abstract_replicated(tree, mesh)
+  state = manager.restore(step, args=ocp.args.StandardRestore(abstract))
+  manager.close()
+  logging.info('Loaded the teacher from %s, step %d', directory, step)
+  return {'params': state['params'], 'batch_stats': state['batch_stats']}
+
+
+def _check_shapes(template, tree, where: str) -> None:
+  want = jax.tree.map(lambda x: tuple(x.shape), template)
+  have = jax.tree.map(lambda x: tuple(x.shape), {k: tree[k] for k in ('params', 'batch_stats')})
+  if want != have:
+    raise ValueError(
+      f'{where} holds a different network than the teacher the config describes '
+      f'(WRN-depth-width from config.model); check --config.model.depth/width and the path'
+    )

@@ -1,0 +1,72 @@
+"""Every config: a documented command, a valid stage, and a small smoke variant."""
+
+import importlib
+import pathlib
+
+import pytest
+
+from bswap import accounting
+from bswap import train
+from configs import base
+
+CONFIGS = sorted(p.stem for p in pathlib.Path('configs').glob('*.py') if p.stem[0] != '_')
+CONFIGS = [name for name in CONFIGS if name != 'base']
+STUDENTS = {  # config -> (blocks, depth, width) of the full-size student
+  'wrn_16_2': ('Conv', 16, 2),
+  'wrn_40_1': ('Conv', 40, 1),
+  'wrn_16_1': ('Conv', 16, 1),
+  'single_gn': ('DConv', 40, 2),
+  'single_bg24': ('A4B2', 40, 2),
+}
+
+
+def _module(name):
+  return importlib.import_module(f'configs.{name}')
+
+
+def test_every_config_is_listed():
+  assert {'teacher_wrn40_2', 'random_400k', 'cifar_400k', *STUDENTS} <= set(CONFIGS)
+
+
+@pytest.mark.parametrize('name', CONFIGS)
+def test_docstring_gives_the_command_and_the_smoke_command(name):
+  doc = _module(name).__doc__
+  assert f'python -m bswap.main --config=configs/{name}.py' in doc
+  assert f'--config=configs/{name}.py:smoke' in doc
+  assert '%' in doc or 'Fisher' in doc  # an expected result
+
+
+@pytest.mark.parametrize('name', CONFIGS)
+def test_full_and_smoke_variants(name):
+  full, smoke = _module(name).get_config(), _module(name).get_config('smoke')
+  assert full.stage in base.STAGES and smoke.stage == full.stage
+  assert (full.train.epochs, full.train.batch_size, full.train.lr) == (200, 128, 0.1)
+  assert full.train.schedule == 'paper' and full.train.beta == 1000.0
+  assert smoke.train.batch_size <= 16 and smoke.data.image_size <= 16
+  assert smoke.data.source == 'synthetic' and smoke.train.epochs * 4 <= 16
+  with pytest.raises(ValueError, match='unknown config variant'):
+    _module(name).get_config('big')
+
+
+@pytest.mark.parametrize('name', sorted(STUDENTS))
+def test_fixed_students_are_the_networks_their_names_say(name, tmp_path):
+  block, depth, width = STUDENTS[name]
+  geno = train.student_genotype(_module(name).get_config(), str(tmp_path))
+  assert (set(geno.blocks), geno.depth, geno.width) == ({block}, depth, width)
+  smoke = train.student_genotype(_module(name).get_config('smoke'), str(tmp_path))
+  assert (set(smoke.blocks), smoke.depth, smoke.width) == ({block}, 10, width)
+
+
+def test_random_400k_draws_one_genotype_inside_the_budget(tmp_path):
+  config = _module('random_400k').get_config()
+  geno = train.student_genotype(config, str(tmp_path))
+  assert (geno.depth, geno.width) == (40, 2)
+  assert 390_000 < accounting.count(geno).params < 410_000
+  assert train.student_genotype(config, str(tmp_path)) == geno  # seeded
+  config.seed = 1
+  assert train.student_genotype(config, str(tmp_path)) != geno
+
+
+def test_the_teacher_is_wrn_40_2_with_standard_blocks():
+  geno = train.teacher_genotype(_module('teacher_wrn40_2').get_config())
+  assert accounting.count(geno).params == 2_243_546
