@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from bswap import accounting
@@ -35,7 +36,10 @@ def _parser() -> argparse.ArgumentParser:
   parser.add_argument('--depth', type=int, default=None, help='WRN depth (default 40)')
   parser.add_argument('--width', type=int, default=None, help='WRN width (default 2)')
   parser.add_argument(
-    '--image-size', type=int, default=None, help='input resolution for MACs (default: 32 for CIFAR)'
+    '--image-size',
+    type=int,
+    default=None,
+    help="input resolution for MACs (default: the search output's, else 32)",
   )
   parser.add_argument('--json', action='store_true', help='print one JSON object')
   return parser
@@ -93,11 +97,24 @@ def format_table(rep: dict) -> str:
   return '\n'.join(lines)
 
 
+def recorded_image_size(path: str) -> int | None:
+  """The resolution a search output was scored at ("image_size" in its JSON), if any."""
+  if not (path.endswith('.json') and os.path.isfile(path)):
+    return None
+  try:
+    with open(path) as f:
+      data = json.load(f)
+  except (OSError, json.JSONDecodeError):
+    return None  # genotype_lib.parse reports the problem
+  size = data.get('image_size') if isinstance(data, dict) else None
+  return size if isinstance(size, int) else None
+
+
 def main(argv: list[str] | None = None) -> int:
   args = _parser().parse_args(argv)
   try:
     geno = genotype_lib.parse(args.genotype, args.arch, args.depth, args.width)
-    rep = report(geno, args.image_size)
+    rep = report(geno, args.image_size or recorded_image_size(args.genotype))
   except ValueError as e:
     print(f'error: {e}', file=sys.stderr)
     return 2

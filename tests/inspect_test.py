@@ -88,3 +88,12 @@ def test_runs_as_a_module():
   rep = json.loads(result.stdout)
   assert [b['type'] for b in rep['blocks']] == ['Conv', 'DConv', 'G4B2']
   assert isinstance(rep['params'], int) and isinstance(rep['macs'], int)
+
+
+def test_search_output_is_counted_at_its_recorded_resolution(capsys, tmp_path):
+  path = tmp_path / 'best_genotype.json'
+  geno = genotype_lib.Genotype(tuple(NAMES16), 'wrn', 16, 2)
+  path.write_text(json.dumps({'genotype': geno.to_dict(), 'image_size': 8}))
+  rep = json.loads(run(capsys, str(path), '--json')[1])
+  assert rep['image_size'] == 8
+  assert json.loads(run(capsys, str(path), '--json', '--image-size', '32')[1])['macs'] > rep['macs']
