@@ -10,7 +10,6 @@ numbers in docs/benchmarks.md):
   * depthwise (one input channel per group, one output per input): a sum of
     k*k shifted slices times per-channel weights, pure elementwise work
     (about 15-40x faster than the native grouped conv).
-  * groups of 8+ channels (at 32+ channels): one native dense conv per group.
   * other grouped convs: the native *dense* conv of the block-diagonal kernel
     (zeros off the groups). It multiplies groups-times more, yet costs what a
     standard conv of that width costs, 3-9x less than the native grouped conv
@@ -41,18 +40,9 @@ def conv2d(x: jax.Array, kernel: jax.Array, stride: int = 1, groups: int = 1, im
       dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
       feature_group_count=groups,
     )
-  per_group = kernel.shape[2]
-  if per_group == 1 and kernel.shape[3] == x.shape[-1]:
+  if kernel.shape[2] == 1 and kernel.shape[3] == x.shape[-1]:
     return depthwise(x, kernel, stride)
-  if per_group >= SPLIT_MIN_GROUP_WIDTH and x.shape[-1] >= SPLIT_MIN_CHANNELS:
-    return split_groups(x, kernel, stride, groups)
   return block_diagonal(x, kernel, stride, groups)
-
-
-# Per-group dense convs win over the block-diagonal form once each group is
-# wide enough (measured: 1.5-3.5x at 8+ channels per group and 32+ channels).
-SPLIT_MIN_GROUP_WIDTH = 8
-SPLIT_MIN_CHANNELS = 32
 
 
 def shifted_slices(x: jax.Array, k: int, stride: int) -> list[jax.Array]:
@@ -92,19 +82,3 @@ def block_diagonal_kernel(kernel: jax.Array, groups: int) -> jax.Array:
 def block_diagonal(x: jax.Array, kernel: jax.Array, stride: int, groups: int) -> jax.Array:
   """Grouped conv as the native dense conv of the block-diagonal kernel."""
   return conv2d(x, block_diagonal_kernel(kernel, groups), stride, 1, 'xla')
-
-
-def split_groups(x: jax.Array, kernel: jax.Array, stride: int, groups: int) -> jax.Array:
-  """Grouped conv as one native dense conv per group, outputs concatenated."""
-  per_group, out_per_group = kernel.shape[2], kernel.shape[3] // groups
-  outs = [
-    conv2d(
-      x[..., g * per_group : (g + 1) * per_group],
-      kernel[..., g * out_per_group : (g + 1) * out_per_group],
-      stride,
-      1,
-      'xla',
-    )
-    for g in range(groups)
-  ]
-  return jnp.concatenate(outs, axis=-1)
