@@ -46,8 +46,13 @@ def at_loss(student: jax.Array, teacher: jax.Array) -> jax.Array:
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
-  """Mean softmax cross-entropy against integer labels, in float32."""
-  losses = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels)
+  """Mean softmax cross-entropy against integer labels, in float32 at least.
+
+  bfloat16 logits are computed in float32; float64 ones (equivalence tests
+  under jax_enable_x64) stay float64.
+  """
+  logits = logits.astype(jnp.promote_types(logits.dtype, jnp.float32))
+  losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
   return jnp.mean(losses)
 
 

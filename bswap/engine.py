@@ -33,6 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from bswap import arch as arch_lib
+from bswap import distill
 from bswap import fisher
 from bswap import genotype as genotype_lib
 from bswap import models
@@ -74,7 +75,7 @@ def _head_gradient(module: nn.Module):
 
   def loss(x, variables, labels):
     logits, _ = module.apply(variables, x, train=True, mutable=['batch_stats'])
-    return fisher.cross_entropy(logits, labels)
+    return distill.cross_entropy(logits, labels)
 
   return jax.jit(jax.grad(loss))
 

@@ -22,15 +22,9 @@ import functools
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import optax
 
 from bswap import blocks
-
-
-def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
-  """Mean cross-entropy over the batch, in float32 at least."""
-  logits = logits.astype(jnp.promote_types(logits.dtype, jnp.float32))
-  return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+from bswap import distill
 
 
 def _forward(model: nn.Module, variables, images):
@@ -63,7 +57,7 @@ def probe_gradients(model: nn.Module, variables, images, labels):
 
   def loss(perturbations):
     logits, probes = _forward(model, {**variables, 'perturbations': perturbations}, images)
-    return cross_entropy(logits, labels), probes
+    return distill.cross_entropy(logits, labels), probes
 
   # Only the perturbations are differentiated: no weight gradients are formed.
   grads, probes = jax.grad(loss, has_aux=True)(perturbations)

@@ -58,19 +58,23 @@ def _blocks(ax, best):
   ax.set_title(f'Chosen: {best.params:,} params, {best.macs:,} MACs, score {best.score:.4g}')
 
 
+def _png(fig, dpi: int) -> bytes:
+  """The laid-out figure as PNG bytes, without a 'Software' stamp: same data, same bytes."""
+  fig.tight_layout()
+  buf = io.BytesIO()
+  fig.savefig(buf, format='png', dpi=dpi, metadata={'Software': None})
+  return buf.getvalue()
+
+
 def search_figure(ranked, budget: float, band: float) -> bytes:
   """PNG bytes: params vs score for all candidates, and the winner's blocks."""
   fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4.8), width_ratios=(1, 1.4))
   try:
     _scatter(left, ranked, budget, band)
     _blocks(right, ranked[0])
-    fig.tight_layout()
-    buf = io.BytesIO()
-    # No 'Software' stamp: the same search gives byte-identical files.
-    fig.savefig(buf, format='png', dpi=110, metadata={'Software': None})
+    return _png(fig, dpi=110)
   finally:
     plt.close(fig)
-  return buf.getvalue()
 
 
 def _curve(ax, records, key: str, label: str, style: str):
@@ -99,9 +103,6 @@ def curves_figure(records) -> bytes:
     best = [r['test_error'] for r in records if r.get('test_error') is not None]
     if best:
       error_ax.set_title(f'test error: last {best[-1]:.2f}%, best {min(best):.2f}%')
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format='png', dpi=100, metadata={'Software': None})
+    return _png(fig, dpi=100)
   finally:
     plt.close(fig)
-  return buf.getvalue()

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from bswap import blocks
+from bswap import distill
 from bswap import fisher
 from bswap import models
 
@@ -80,7 +81,7 @@ def test_gradients_have_the_probe_shape_not_a_batch_one_broadcast():
     (logits, _), _ = model.apply(
       {**variables, 'perturbations': perturbations}, x, train=True, mutable=['batch_stats']
     )
-    return fisher.cross_entropy(logits, y)
+    return distill.cross_entropy(logits, y)
 
   summed = jax.grad(loss)(state['perturbations'])
   for b, g in enumerate(grads):
@@ -99,7 +100,7 @@ def test_probe_gradient_matches_finite_differences():
     (logits, _), _ = model.apply(
       {**variables, 'perturbations': perturbations}, x, train=True, mutable=['batch_stats']
     )
-    return fisher.cross_entropy(logits, y)
+    return distill.cross_entropy(logits, y)
 
   rng = np.random.default_rng(0)
   eps = 1e-2
