@@ -48,15 +48,19 @@ def _unit(t: menu.BlockType, c: int, c_out: int, stride: int):
 
 
 def branch_layers(t: menu.BlockType, slot: arch_lib.Slot):
-  """The residual branch of type t at slot, in order: (convs, BN widths)."""
+  """The residual branch of type t at slot, in order: (convs, BN widths).
+
+  A post-activation branch (ResNet-34) ends in a BN of the output width.
+  """
   cin, cout, s = slot.in_ch, slot.out_ch, slot.stride
+  closing = [cout] if slot.post_activation else []
   if t.family == menu.BASIC:
     convs_a, bns_a = _unit(t, cin, cout, s)
     convs_b, bns_b = _unit(t, cout, cout, 1)
-    return convs_a + convs_b, bns_a + [cout] + bns_b
+    return convs_a + convs_b, bns_a + [cout] + bns_b + closing
   m = cout // t.bottleneck
   convs = [Conv(1, cin, m), Conv(3, m, m, t.groups(m), s), Conv(1, m, cout)]
-  return convs, [m, m]
+  return convs, [m, m] + closing
 
 
 def _needs_shortcut(slot: arch_lib.Slot) -> bool:
@@ -65,7 +69,11 @@ def _needs_shortcut(slot: arch_lib.Slot) -> bool:
 
 @functools.cache
 def block_cost(name: str, slot: arch_lib.Slot) -> tuple[int, int]:
-  """(params, MACs) of a pre-activation block of type `name` at `slot`."""
+  """(params, MACs) of a block of type `name` at `slot`.
+
+  Pre-activation (WRN) blocks add their input BN and a bare 1x1 shortcut conv;
+  post-activation (ResNet-34) ones a 1x1 downsample conv followed by a BN.
+  """
   t = menu.get(name)
   genotype_lib.check_valid_at(t.name, slot)
   convs, bns = branch_layers(t, slot)
@@ -73,23 +81,28 @@ def block_cost(name: str, slot: arch_lib.Slot) -> tuple[int, int]:
   for conv in convs:  # only the strided conv changes the size along the branch
     macs += conv.macs(size)
     size = arch_lib.conv_out_size(size, conv.kernel, conv.stride)
-  params = sum(c.params for c in convs) + 2 * sum(bns) + 2 * slot.in_ch  # + input BN
+  params = sum(c.params for c in convs) + 2 * sum(bns)
+  if not slot.post_activation:
+    params += 2 * slot.in_ch  # the input BN
   if _needs_shortcut(slot):
     shortcut = Conv(1, slot.in_ch, slot.out_ch, 1, slot.stride)
-    params += shortcut.params
+    params += shortcut.params + (2 * slot.out_ch if slot.post_activation else 0)
     macs += shortcut.macs(slot.in_size)
   return params, macs
 
 
 def stem_cost(skel: arch_lib.Skeleton) -> tuple[int, int]:
-  conv = Conv(skel.stem_kernel, 3, skel.stem_channels)
-  return conv.params, conv.macs(skel.image_size)
+  """The stem conv (WRN: 3x3/1, no BN; ResNet-34: 7x7/2 and a BN; the pool costs nothing)."""
+  conv = Conv(skel.stem_kernel, 3, skel.stem_channels, 1, skel.stem_stride)
+  bn = 2 * skel.stem_channels if skel.post_activation else 0
+  return conv.params + bn, conv.macs(skel.image_size)
 
 
 def head_cost(skel: arch_lib.Skeleton) -> tuple[int, int]:
-  """Final BN + dense with bias (pre-activation head)."""
+  """Dense with bias, after the final BN of a pre-activation net (none in ResNet-34)."""
   c, k = skel.head_channels, skel.num_classes
-  return 2 * c + c * k + k, c * k
+  bn = 0 if skel.post_activation else 2 * c
+  return bn + c * k + k, c * k
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,9 +126,11 @@ class Count:
   head: tuple[int, int]
 
 
-def count(genotype: genotype_lib.Genotype, image_size: int | None = None) -> Count:
-  """Parameters and MACs of a genotype, per block and in total."""
-  skel = genotype.skeleton(image_size=image_size)
+def count(
+  genotype: genotype_lib.Genotype, image_size: int | None = None, num_classes: int | None = None
+) -> Count:
+  """Parameters and MACs of a genotype, per block and in total (None: the family's defaults)."""
+  skel = genotype.skeleton(image_size, num_classes)
   blocks = []
   for slot, name in zip(skel.slots, genotype.blocks):
     params, macs = block_cost(name, slot)

@@ -2,8 +2,10 @@
 
   python -m bswap.bench --candidates 1000 --budget 400000 --batch 128 \
       [--engine fast|reference] [--json FILE]
+  python -m bswap.bench --arch resnet34 --budget 3000000 --candidates 20   # ImageNet, 224 px
 
-Synthetic CIFAR-shaped data by default, so it needs no download. Prints a
+Synthetic data by default (CIFAR-shaped, or ImageNet-shaped with --arch
+resnet34), so it needs no download. Prints a
 summary and, with --json FILE, writes {device, jax_version, engine,
 candidates, wall_seconds, candidates_per_second, compile_count, cache_hits,
 compile_seconds, peak_rss_bytes, ...}. `compile_count` counts real XLA
@@ -24,6 +26,7 @@ import sys  # noqa: E402
 import jax  # noqa: E402
 from jax import monitoring  # noqa: E402
 
+from bswap import arch as arch_lib  # noqa: E402
 from bswap import files  # noqa: E402
 from bswap import search  # noqa: E402
 from configs import base  # noqa: E402
@@ -63,12 +66,13 @@ def _parser() -> argparse.ArgumentParser:
   p.add_argument('--conv-impl', default='fast', choices=('fast', 'xla'))
   p.add_argument('--threads', type=int, default=1, help='candidates scored concurrently')
   p.add_argument('--json', metavar='FILE', default=None, help='write the results here')
-  p.add_argument('--depth', type=int, default=40)
-  p.add_argument('--width', type=int, default=2)
-  p.add_argument('--image-size', type=int, default=32)
+  p.add_argument('--arch', default='wrn', choices=arch_lib.ARCHS)
+  p.add_argument('--depth', type=int, default=None, help='WRN depth (default 40)')
+  p.add_argument('--width', type=int, default=None, help='WRN width (default 2)')
+  p.add_argument('--image-size', type=int, default=None, help='default: 32 (wrn), 224 (resnet34)')
   p.add_argument('--seed', type=int, default=0)
   p.add_argument('--source', default='synthetic', help="data source (default 'synthetic')")
-  p.add_argument('--cutout', type=int, default=16, help='Cutout size (16 for 32 px CIFAR)')
+  p.add_argument('--cutout', type=int, default=16, help='WRN: Cutout size (16 for 32 px CIFAR)')
   p.add_argument(
     '--cache-dir', default='~/.cache/bswap/jax', help="persistent compile cache; '' = none"
   )
@@ -76,12 +80,17 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def bench_config(args):
-  config = base.cifar_config(args.budget)
+  if args.arch == arch_lib.RESNET34:
+    config = base.imagenet_config(args.budget)
+  else:
+    config = base.cifar_config(args.budget)
+    config.data.cutout = args.cutout
   config.seed = args.seed
-  config.model.depth, config.model.width = args.depth, args.width
-  config.data.source, config.data.image_size = args.source, args.image_size
+  config.model.depth = args.depth or config.model.depth
+  config.model.width = args.width or config.model.width
+  config.data.source = args.source
+  config.data.image_size = args.image_size or config.data.image_size
   config.data.synthetic_size = max(args.batch, 256)
-  config.data.cutout = args.cutout
   config.search.num_candidates = args.candidates
   config.search.batch_size = args.batch
   config.search.engine, config.search.conv_impl = args.engine, args.conv_impl

@@ -4,8 +4,8 @@ A block is a wrapper around a residual *branch*. The branch is chosen per
 block from the block type's family (basic: two units; bottleneck: 1x1 -> 3x3
 -> 1x1) through the `BRANCHES` registry. The wrapper fixes the activation
 order: `PreActBlock` is the WideResNet's (BN-ReLU first, shortcut on the
-pre-activated input). A post-activation wrapper for ResNet-34 reuses the same
-branches with `final_norm=True` (a BN after the last conv).
+pre-activated input); `PostActBlock` is ResNet-34's (the same branches with
+`final_norm=True`, a BN after the last conv, then add and ReLU).
 
 Every block sows its branch output (the Fisher probe) under 'intermediates'
 and marks it with `perturb`, so that `jax.grad` with respect to the
@@ -142,6 +142,16 @@ def mark_probe(module: nn.Module, x: jax.Array) -> jax.Array:
   return x
 
 
+def probed_branch(block: nn.Module, x, train: bool, final_norm: bool):
+  """The residual branch of `block`'s type (a submodule 'branch'), marked as its probe."""
+  t = menu.get(block.block_name)
+  branch_cls = BRANCHES[t.family]
+  branch = branch_cls(
+    t, block.out_ch, block.stride, final_norm=final_norm, conv_impl=block.conv_impl, name='branch'
+  )
+  return mark_probe(block, branch(x, train))
+
+
 class PreActBlock(nn.Module):
   """Pre-activation block: x' = ReLU(BN(x)); out = branch(x') + skip.
 
@@ -158,14 +168,37 @@ class PreActBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x, train: bool):
-    t = menu.get(self.block_name)
     x_act = bn_relu(x, train, name='bn_in')
-    branch_cls = BRANCHES[t.family]
-    branch = branch_cls(t, self.out_ch, self.stride, conv_impl=self.conv_impl, name='branch')(
-      x_act, train
-    )
-    branch = mark_probe(self, branch)
+    branch = probed_branch(self, x_act, train, final_norm=False)
     if x.shape[-1] == self.out_ch and self.stride == 1:
       return branch + x, branch
     shortcut = conv(self.out_ch, 1, self.stride, impl=self.conv_impl, name='shortcut')
     return branch + shortcut(x_act), branch
+
+
+class PostActBlock(nn.Module):
+  """Post-activation block (ResNet-34, SPEC section 6): out = ReLU(branch(x) + skip).
+
+  Returns (out, probe), the probe being the branch output after its closing BN,
+  before the add. skip = x when the shape is kept, else a strided 1x1 conv of
+  x followed by a BN (torchvision's downsample).
+  """
+
+  block_name: str
+  out_ch: int
+  stride: int = 1
+  conv_impl: str = 'xla'
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    branch = probed_branch(self, x, train, final_norm=True)
+    skip = x
+    if x.shape[-1] != self.out_ch or self.stride != 1:
+      skip = conv(self.out_ch, 1, self.stride, impl=self.conv_impl, name='downsample')(x)
+      skip = batch_norm(train, 'downsample_bn')(skip)
+    return nn.relu(branch + skip), branch
+
+
+def block_class(post_activation: bool) -> type[nn.Module]:
+  """The wrapper of a skeleton slot: PostActBlock (ResNet-34) or PreActBlock (WRN)."""
+  return PostActBlock if post_activation else PreActBlock

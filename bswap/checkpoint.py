@@ -143,5 +143,5 @@ def _check_shapes(template, tree, where: str) -> None:
   if want != have:
     raise ValueError(
       f'{where} holds a different network than the teacher the config describes '
-      f'(WRN-depth-width from config.model); check --config.model.depth/width and the path'
+      f'(config.model: arch, depth, width, num_classes); check those and the path'
     )

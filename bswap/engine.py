@@ -10,12 +10,14 @@ with one compiled forward and one compiled backward per (block type, input
 shape, stride), reused by every candidate, so the number of compiles is
 bounded by the menu and the skeleton, not by the number of candidates.
 
-Why this is exact: the probe sits right before the residual add, so
-dL/d(probe of block b) is the cotangent of block b's output, which the
-block-by-block backward computes anyway. No weight gradient is ever formed
-(the weights are closed over as constants), and the weights themselves come
-from `models.init_part_fn`, the seed contract's generator, so candidate i
-has bit-for-bit the weights the reference path gives it.
+Why this is exact: each block's pullback returns dL/d(probe) next to dL/dx
+(the probe's zero perturbation is an input of the differentiated function,
+as in the reference path; in a pre-activation block it is just the cotangent
+of the block's output, since the probe is added straight to the skip). No
+weight gradient is ever formed (the weights are closed over as constants),
+and the weights themselves come from `models.init_part_fn`, the seed
+contract's generator, so candidate i has bit-for-bit the weights the
+reference path gives it.
 
 Convolutions use `convs.conv2d(impl='fast')` by default: the same function
 with kernels XLA:CPU runs faster (grouped convs as block-diagonal GEMMs,
@@ -33,6 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from bswap import arch as arch_lib
+from bswap import blocks
 from bswap import distill
 from bswap import fisher
 from bswap import genotype as genotype_lib
@@ -41,14 +44,22 @@ from bswap import models
 
 @functools.cache
 def _block_forward(module: nn.Module):
-  """jit: (variables, x) -> (y, probe, pullback); the pullback holds the residuals."""
+  """jit: (variables, x) -> (y, probe, pullback); the pullback holds the residuals.
+
+  The pullback maps dL/dy to (dL/dx, dL/dprobe): the probe's zero perturbation
+  is a second input of the differentiated function, as in the reference path.
+  """
 
   def forward(variables, x):
-    def apply(x):
-      (y, probe), _ = module.apply(variables, x, train=True, mutable=['batch_stats'])
+    size = arch_lib.conv_out_size(x.shape[1], 3, module.stride)
+    eps = jnp.zeros((x.shape[0], size, size, module.out_ch), x.dtype)
+
+    def apply(x, eps):
+      perturbed = {**variables, 'perturbations': {blocks.PROBE: eps}}
+      (y, probe), _ = module.apply(perturbed, x, train=True, mutable=['batch_stats'])
       return y, probe
 
-    y, pullback, probe = jax.vjp(apply, x, has_aux=True)
+    y, pullback, probe = jax.vjp(apply, x, eps, has_aux=True)
     return y, probe, pullback
 
   return jax.jit(forward)
@@ -56,17 +67,30 @@ def _block_forward(module: nn.Module):
 
 @jax.jit
 def _block_backward(pullback, probe, dy):
-  """(dL/dx, block Fisher) from the block's saved pullback and dL/dy = dL/dprobe."""
-  (dx,) = pullback(dy)
-  return dx, fisher.block_fisher(probe, dy)
+  """(dL/dx, block Fisher) from the block's saved pullback and dL/dy."""
+  dx, dprobe = pullback(dy)
+  return dx, fisher.block_fisher(probe, dprobe)
 
 
+@jax.jit
+def _first_block_fisher(pullback, probe, dy):
+  """Block 0's Fisher term: its dL/dx is never needed, and jit prunes it."""
+  _, dprobe = pullback(dy)
+  return fisher.block_fisher(probe, dprobe)
+
+
+# Pre-activation blocks add the probe straight to the skip: dL/dprobe = dL/dy.
 _block_fisher = jax.jit(fisher.block_fisher)
 
 
 @functools.cache
 def _stem_forward(module: nn.Module):
-  return jax.jit(lambda variables, x: module.apply(variables, x, train=True))
+  """jit: (variables, images) -> the stem's output (batch statistics in training mode)."""
+
+  def forward(variables, images):
+    return module.apply(variables, images, train=True, mutable=['batch_stats'])[0]
+
+  return jax.jit(forward)
 
 
 @functools.cache
@@ -112,14 +136,16 @@ class Engine:
     for module, v in zip(block_parts, variables[1:-1]):
       x, probe, pullback = _block_forward(module)(v, x)
       saved.append((probe, pullback))
-    # Backward: dL/d(block output) is dL/d(probe); the first block needs no dL/dx.
+    # Backward, activation-only; the first block needs no dL/dx.
     dy = _head_gradient(head)(x, variables[-1], labels)
     scores = []
     for b in range(len(saved) - 1, -1, -1):
       probe, pullback = saved[b]
-      if b == 0:
-        scores.append(_block_fisher(probe, dy))
-      else:
+      if b > 0:
         dy, score = _block_backward(pullback, probe, dy)
-        scores.append(score)
+      elif self.skeleton.post_activation:  # a ReLU lies between the probe and the output
+        score = _first_block_fisher(pullback, probe, dy)
+      else:
+        score = _block_fisher(probe, dy)
+      scores.append(score)
     return jnp.stack(scores[::-1])

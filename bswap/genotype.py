@@ -23,16 +23,23 @@ from bswap import menu
 
 @dataclasses.dataclass(frozen=True)
 class Genotype:
-  """A validated, immutable genotype. Block names are stored as reference names."""
+  """A validated, immutable genotype. Block names are stored as reference names.
+
+  depth and width default to the family's: WRN-40-2, or (34, 1) for ResNet-34.
+  """
 
   blocks: tuple[str, ...]
   arch: str = arch_lib.WRN
-  depth: int = 40
-  width: int = 2
+  depth: int | None = None
+  width: int | None = None
 
   def __post_init__(self):
     if isinstance(self.blocks, str):
       raise TypeError('blocks must be a sequence of names; use menu.split_names for a string')
+    arch_lib.check_arch(self.arch)
+    depth, width = arch_lib.default_depth_width(self.arch)
+    object.__setattr__(self, 'depth', depth if self.depth is None else self.depth)
+    object.__setattr__(self, 'width', width if self.width is None else self.width)
     names = tuple(menu.canonical_name(b) for b in self.blocks)
     object.__setattr__(self, 'blocks', names)
     skel = self.skeleton()
@@ -45,14 +52,8 @@ class Genotype:
       check_valid_at(name, slot)
 
   def skeleton(self, image_size: int | None = None, num_classes: int | None = None):
-    defaults = arch_lib.skeleton(self.arch, self.depth, self.width)
-    return arch_lib.skeleton(
-      self.arch,
-      self.depth,
-      self.width,
-      image_size or defaults.image_size,
-      num_classes or defaults.num_classes,
-    )
+    """The network's skeleton (None: the family's default image size and classes)."""
+    return arch_lib.skeleton(self.arch, self.depth, self.width, image_size, num_classes)
 
   @property
   def paper_names(self) -> tuple[str, ...]:
@@ -79,10 +80,17 @@ def check_valid_at(name: str, slot: arch_lib.Slot) -> None:
     )
 
 
-def uniform(name: str, depth: int = 40, width: int = 2) -> Genotype:
-  """A single-blocktype WRN genotype, e.g. the teacher uniform('Conv')."""
-  n = arch_lib.wrn_blocks_per_stage(depth)
-  return Genotype((name,) * (3 * n), arch_lib.WRN, depth, width)
+def uniform(
+  name: str, depth: int | None = None, width: int | None = None, arch: str = arch_lib.WRN
+) -> Genotype:
+  """One block type throughout, e.g. the teachers: uniform('Conv', arch='resnet34')."""
+  skel = arch_lib.skeleton(arch, *_depth_width(arch, depth, width))
+  return Genotype((name,) * skel.num_blocks, arch, skel.depth, skel.width)
+
+
+def _depth_width(arch: str, depth: int | None, width: int | None) -> tuple[int, int]:
+  default_depth, default_width = arch_lib.default_depth_width(arch)
+  return (default_depth if depth is None else depth, default_width if width is None else width)
 
 
 # ----------------------------------------------------------------------------- JSON
@@ -119,13 +127,12 @@ def from_dict(
         f'drop the flag or fix the file'
       )
   fields = {key: data.get(key, flag) for key, flag in given.items()}
-  if fields['arch'] is None:
-    fields['arch'] = arch_lib.WRN
+  if fields['arch'] is None:  # ResNet-34 is the family with 16 blocks; WRNs have 3n
+    fields['arch'] = arch_lib.RESNET34 if len(blocks) == 16 else arch_lib.WRN
   arch_lib.check_arch(fields['arch'])
   if fields['depth'] is None and fields['arch'] == arch_lib.WRN:
     fields['depth'] = arch_lib.wrn_depth_for_blocks(len(blocks))
-  if fields['width'] is None:
-    fields['width'] = 2
+  fields['depth'], fields['width'] = _depth_width(fields['arch'], fields['depth'], fields['width'])
   for key in ('depth', 'width'):
     value = fields[key]
     if not isinstance(value, int) or isinstance(value, bool):
@@ -180,7 +187,7 @@ def load(
   """Read a JSON or reference-CSV genotype file.
 
   Values stored in the file win; a flag that contradicts one is an error. A CSV
-  stores only names: its depth follows from their number, width defaults to 2.
+  stores only names: 16 make a ResNet-34, 3n a WRN of depth 6n + 4 and width 2.
   """
   path = os.fspath(path)
   if not os.path.isfile(path):

@@ -50,6 +50,15 @@ from jax import lax
 from PIL import Image
 from tqdm import tqdm
 
+# config.data.pipeline: where training and test batches come from.
+PIPELINES = {
+  # This module's in-memory arrays, resident on the devices (device_data) and
+  # augmented there (CIFAR-10's crop, flip and Cutout).
+  'cifar': 'in-memory arrays on the devices',
+  # Images listed, then decoded, cropped and flipped batch by batch on the
+  # host (host_data): ImageNet and anything too large for memory.
+  'imagenet': 'streamed from the host',
+}
 SPLITS = ('train', 'test')
 MEAN = np.array((0.4914, 0.4822, 0.4465), np.float32)
 STD = np.array((0.2023, 0.1994, 0.2010), np.float32)
@@ -135,6 +144,13 @@ def load(
   return _class_folders(source, split, image_size, cache_dir)
 
 
+def check_pipeline(pipeline: str) -> None:
+  """A ValueError listing the valid names unless `pipeline` is one of PIPELINES."""
+  if pipeline not in PIPELINES:
+    choices = '; '.join(f'{k!r} ({v})' for k, v in PIPELINES.items())
+    raise ValueError(f'config.data.pipeline {pipeline!r} is unknown; choose {choices}')
+
+
 def synthetic(
   num: int, image_size: int, num_classes: int, seed: int | Sequence[int]
 ) -> ArrayDataset:
@@ -186,7 +202,7 @@ def _decode_class_folders(path: str, image_size: int | None):
   return arrays, resized_to
 
 
-def _visible(name: str) -> bool:
+def visible(name: str) -> bool:
   """False for hidden files such as .DS_Store and the ._* files macOS puts in archives."""
   return not any(part.startswith('.') for part in name.split('/'))
 
@@ -199,7 +215,7 @@ def _list_directory(path: str) -> tuple[dict[str, str], set[str]]:
     prefix = '' if rel == '.' else rel.replace(os.sep, '/') + '/'
     folders.update(prefix + d for d in dirs)
     files.update((prefix + n, os.path.join(root, n)) for n in names)
-  return {k: v for k, v in files.items() if _visible(k)}, set(filter(_visible, folders))
+  return {k: v for k, v in files.items() if visible(k)}, set(filter(visible, folders))
 
 
 def _list_archive(path: str) -> tuple[dict[str, bytes], set[str]]:
@@ -215,7 +231,7 @@ def _list_archive(path: str) -> tuple[dict[str, bytes], set[str]]:
           files[name] = tar.extractfile(member).read()
   except (tarfile.TarError, OSError, EOFError) as e:
     raise ValueError(f'cannot read the archive {path} ({e}); is it a whole .tar or .tar.gz?') from e
-  return {k: v for k, v in files.items() if _visible(k)}, set(filter(_visible, folders))
+  return {k: v for k, v in files.items() if visible(k)}, set(filter(visible, folders))
 
 
 def _strip_enclosing_folder(files: dict, folders: set[str]) -> tuple[dict, set[str]]:
@@ -271,11 +287,20 @@ def _split_classes(path: str, split: str, files: Mapping, folders: set[str]):
 
 def _decode_image(entry: str | bytes, name: str, path: str) -> np.ndarray:
   """RGB uint8 pixels of one image file (a path, or the bytes of an archive member)."""
+  return np.asarray(open_rgb(entry, name, path), np.uint8)
+
+
+def open_rgb(entry: str | bytes, name: str, where: str) -> Image.Image:
+  """One image file (a path, or encoded bytes) decoded and converted to RGB.
+
+  Any mode PIL reads (grayscale, palette, RGBA, CMYK...) becomes RGB; an
+  unreadable file is a ValueError naming it (`name`, in `where`).
+  """
   try:
     with Image.open(io.BytesIO(entry) if isinstance(entry, bytes) else entry) as image:
-      return _rgb(image, None)
+      return image.convert('RGB')
   except (OSError, ValueError, Image.DecompressionBombError) as e:
-    raise ValueError(f'{path}: cannot decode {name} ({e}); replace or delete that file') from e
+    raise ValueError(f'{where}: cannot decode {name} ({e}); replace or delete that file') from e
 
 
 def _rgb(image: Image.Image, image_size: int | None) -> np.ndarray:
@@ -485,15 +510,21 @@ def _read_cifar10_batches(archive: str) -> dict[str, dict]:
   return batches
 
 
-def _from_tfds(name: str, split: str, image_size: int | None) -> ArrayDataset:
-  """A split of a prepared tensorflow-datasets dataset, read without TensorFlow."""
+def import_tfds(name: str, sources_help: str = _SOURCES_HELP):
+  """The tensorflow_datasets module (optional, slow to import: only when a source needs it)."""
   try:
-    import tensorflow_datasets as tfds  # optional and slow to import: only when asked for
+    import tensorflow_datasets as tfds
   except ImportError as e:
     raise ValueError(
       f"data source 'tfds:{name}' needs tensorflow-datasets (pip install tensorflow-datasets "
-      f'array-record); or {_SOURCES_HELP}'
+      f'array-record); or {sources_help}'
     ) from e
+  return tfds
+
+
+def _from_tfds(name: str, split: str, image_size: int | None) -> ArrayDataset:
+  """A split of a prepared tensorflow-datasets dataset, read without TensorFlow."""
+  tfds = import_tfds(name)
   try:
     source = tfds.data_source(name, split=split, download=False)
   except Exception as e:  # tfds raises assorted types (AssertionError, DatasetNotFoundError...)

@@ -1,12 +1,13 @@
 """Print a genotype's blocks, parameters and MACs.
 
-  python -m bswap.inspect GENOTYPE [--arch wrn] [--depth D --width W] [--json]
+  python -m bswap.inspect GENOTYPE [--arch wrn|resnet34] [--depth D --width W] [--json]
 
 GENOTYPE is a JSON genotype file (also one nesting it under "genotype", as the
 search writes), a reference CSV file, or a comma-separated list of block names
 in either spelling ("Conv,DConvA2,..." or "S,G(2),BG(2,M/4),..."). Depth and
-width come from the file when it has them; a list of names defaults to
-WRN-40-2. `--json` prints one JSON object: {"params", "macs", "blocks": [...]}.
+width come from the file when it has them; a list of 16 names is a ResNet-34,
+any other list defaults to a WRN of width 2 (18 names: WRN-40-2). `--json`
+prints one JSON object: {"params", "macs", "blocks": [...]}.
 """
 
 from __future__ import annotations
@@ -31,15 +32,18 @@ def _parser() -> argparse.ArgumentParser:
     '--arch',
     choices=arch_lib.ARCHS,
     default=None,
-    help='network family (default: from the file, else wrn)',
+    help='network family (default: from the file; 16 names: resnet34, else wrn)',
   )
-  parser.add_argument('--depth', type=int, default=None, help='WRN depth (default 40)')
-  parser.add_argument('--width', type=int, default=None, help='WRN width (default 2)')
+  parser.add_argument(
+    '--depth', type=int, default=None, help='WRN depth (default 40; ResNet-34: 34)'
+  )
+  parser.add_argument('--width', type=int, default=None, help='WRN width (default 2; ResNet-34: 1)')
   parser.add_argument(
     '--image-size',
     type=int,
     default=None,
-    help="input resolution for MACs (default: the search output's, else 32)",
+    help="input resolution for MACs (default: the search output's, else 32 for a WRN, 224 for "
+    'ResNet-34)',
   )
   parser.add_argument('--json', action='store_true', help='print one JSON object')
   return parser

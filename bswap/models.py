@@ -1,9 +1,11 @@
-"""Mixed-blocktype networks built from a genotype (SPEC section 2).
+"""Mixed-blocktype networks built from a genotype (SPEC sections 2 and 6).
 
-`WideResNet(depth, width, genotype)` returns `(logits, aux)` with
-`aux = {'stages': (s1, s2, s3), 'probes': (p_0, ..., p_{B-1})}`: the stage
-outputs are the attention-transfer points, the probes are each block's
-residual-branch output before the add (also sown under 'intermediates').
+`WideResNet(depth, width, genotype)` (pre-activation, CIFAR-10) and
+`ResNet34(genotype)` (post-activation, ImageNet) return `(logits, aux)` with
+`aux = {'stages': (s1, ..., sS), 'probes': (p_0, ..., p_{B-1})}`: the stage
+outputs are the attention-transfer points (3 for a WRN, 4 for ResNet-34), the
+probes are each block's residual-branch output before the add (also sown under
+'intermediates'). `build(genotype)` picks the class from the genotype's arch.
 
 Initialise with `init_variables(model, seed, index)`, not `model.init`: it
 implements the seed contract of SPEC section 4, drawing block b's weights from
@@ -26,7 +28,7 @@ from bswap import genotype as genotype_lib
 
 
 class Stem(nn.Module):
-  """3x3 conv, 3 -> 16, stride 1; no BN or ReLU after it (pre-activation net)."""
+  """WRN: 3x3 conv, 3 -> 16, stride 1; no BN or ReLU after it (pre-activation net)."""
 
   features: int
   kernel: int = 3
@@ -37,16 +39,50 @@ class Stem(nn.Module):
     return blocks.conv(self.features, self.kernel, name='conv')(x)
 
 
+class PoolStem(nn.Module):
+  """ResNet-34: 7x7/2 conv (padding 3), BN, ReLU, 3x3/2 max pool (padding 1)."""
+
+  features: int = 64
+  kernel: int = 7
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    x = blocks.conv(self.features, self.kernel, stride=2, name='conv')(x)
+    x = blocks.bn_relu(x, train, name='bn')
+    # Padded with -inf, as PyTorch's MaxPool2d pads.
+    return nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+
+
 class PreActHead(nn.Module):
-  """BN -> ReLU -> global average pool -> dense with bias."""
+  """WRN: BN -> ReLU -> global average pool -> dense with bias."""
 
   num_classes: int
 
   @nn.compact
   def __call__(self, x, train: bool):
-    x = blocks.bn_relu(x, train, name='bn')
-    x = jnp.mean(x, axis=(1, 2))
-    return nn.Dense(self.num_classes, kernel_init=blocks.DENSE_INIT, name='dense')(x)
+    return pool_and_classify(blocks.bn_relu(x, train, name='bn'), self.num_classes)
+
+
+class PoolHead(nn.Module):
+  """ResNet-34: global average pool -> dense with bias."""
+
+  num_classes: int
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    del train
+    return pool_and_classify(x, self.num_classes)
+
+
+def pool_and_classify(x, num_classes: int):
+  """Global average pool, then a dense layer named 'dense' in the calling module.
+
+  Dense init as SPEC section 2 gives it: weights Uniform(+-1/sqrt(fan_in)), bias
+  0 (torchvision's ResNet draws its bias uniformly too; the bias never reaches a
+  Fisher score, which is taken at the blocks).
+  """
+  x = jnp.mean(x, axis=(1, 2))
+  return nn.Dense(num_classes, kernel_init=blocks.DENSE_INIT, name='dense')(x)
 
 
 def block_key(seed: int, index: int, part: int) -> jax.Array:
@@ -54,14 +90,10 @@ def block_key(seed: int, index: int, part: int) -> jax.Array:
   return jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(seed), index), part)
 
 
-class WideResNet(nn.Module):
-  """Pre-activation WRN-depth-width with one block type per position."""
+class _MixedNet(nn.Module):
+  """The forward pass shared by both families; subclasses fix arch, depth and width."""
 
-  depth: int = 40
-  width: int = 2
-  genotype: Sequence[str] = ()
-  num_classes: int = 10
-  conv_impl: str = 'xla'  # 'fast': same function and parameters, faster on XLA:CPU
+  arch = arch_lib.WRN  # class constants, not fields: overridden per family
 
   @nn.compact
   def __call__(self, x, train: bool):
@@ -82,33 +114,67 @@ class WideResNet(nn.Module):
     return logits, {'stages': tuple(stages), 'probes': tuple(probes)}
 
 
+class WideResNet(_MixedNet):
+  """Pre-activation WRN-depth-width with one block type per position."""
+
+  depth: int = 40
+  width: int = 2
+  genotype: Sequence[str] = ()
+  num_classes: int = 10
+  conv_impl: str = 'xla'  # 'fast': same function and parameters, faster on XLA:CPU
+
+
+class ResNet34(_MixedNet):
+  """Post-activation ResNet-34 with one block type per position (16 blocks)."""
+
+  genotype: Sequence[str] = ()
+  num_classes: int = 1000
+  conv_impl: str = 'xla'
+
+  arch = arch_lib.RESNET34
+  depth = arch_lib.RESNET34_DEPTH
+  width = arch_lib.RESNET34_WIDTH
+
+
+def build(
+  geno: genotype_lib.Genotype, num_classes: int | None = None, conv_impl: str = 'xla'
+) -> _MixedNet:
+  """The model of a genotype: a WideResNet or a ResNet34 (num_classes None: 10 or 1000)."""
+  num_classes = num_classes or arch_lib.DEFAULT_NUM_CLASSES[geno.arch]
+  if geno.arch == arch_lib.RESNET34:
+    return ResNet34(geno.blocks, num_classes, conv_impl)
+  return WideResNet(geno.depth, geno.width, geno.blocks, num_classes, conv_impl)
+
+
 def build_parts(
   geno: genotype_lib.Genotype, skel: arch_lib.Skeleton, named: bool, conv_impl: str = 'xla'
 ):
   """[(name, module, part_index, input_shape)] for stem, blocks and head, in order.
 
-  Shared by `WideResNet.__call__` (named=True, as submodules) and
+  Shared by the networks' `__call__` (named=True, as submodules) and
   `init_variables` (standalone modules), so both build identical modules.
   """
   name = (lambda n: n) if named else (lambda n: None)
   size = skel.image_size
-  stem = Stem(skel.stem_channels, skel.stem_kernel, name=name('stem'))
+  stem_cls = PoolStem if skel.stem_pool else Stem
+  stem = stem_cls(skel.stem_channels, skel.stem_kernel, name=name('stem'))
   parts = [('stem', stem, skel.stem_part, (size, size, 3))]
   for slot, block_name in zip(skel.slots, geno.blocks):
-    module = blocks.PreActBlock(
+    module = blocks.block_class(slot.post_activation)(
       block_name, slot.out_ch, slot.stride, conv_impl, name=name(f'block_{slot.index}')
     )
     parts.append(
       (f'block_{slot.index}', module, slot.index, (slot.in_size, slot.in_size, slot.in_ch))
     )
   final = skel.slots[-1]
-  head = PreActHead(skel.num_classes, name=name('head'))
+  head_cls = PoolHead if skel.post_activation else PreActHead
+  head = head_cls(skel.num_classes, name=name('head'))
   parts.append(('head', head, skel.head_part, (final.out_size, final.out_size, skel.head_channels)))
   return parts
 
 
-def genotype_of(model: WideResNet) -> genotype_lib.Genotype:
-  return genotype_lib.Genotype(tuple(model.genotype), arch_lib.WRN, model.depth, model.width)
+def genotype_of(model: _MixedNet) -> genotype_lib.Genotype:
+  return genotype_lib.Genotype(tuple(model.genotype), model.arch, model.depth, model.width)
 
 
 @functools.cache
@@ -130,7 +196,7 @@ def init_part_fn(module: nn.Module, in_channels: int):
   return jax.jit(init)
 
 
-def init_variables(model: WideResNet, seed: int, index: int = 0, image_size: int = 32):
+def init_variables(model: _MixedNet, seed: int, index: int = 0, image_size: int | None = None):
   """Variables {'params', 'batch_stats'} of candidate `index` by the seed contract.
 
   Each part (stem, block b, head) is initialised on its own from

@@ -34,6 +34,7 @@ from bswap import engine as engine_lib
 from bswap import files
 from bswap import fisher
 from bswap import genotype as genotype_lib
+from bswap import host_data
 from bswap import input_pipeline
 from bswap import menu
 from bswap import models
@@ -88,8 +89,23 @@ def sample_candidates(config, num: int | None = None):
   return skel, sample
 
 
-def load_train_data(config) -> input_pipeline.ArrayDataset:
+def load_train_data(config) -> input_pipeline.ArrayDataset | host_data.Split:
+  """The training split the Fisher batches come from.
+
+  Pipeline 'cifar': decoded into memory. 'imagenet': only listed; the Fisher
+  batch decodes its own examples alone.
+  """
   data = config.data
+  input_pipeline.check_pipeline(data.pipeline)
+  if data.pipeline == 'imagenet':
+    return host_data.open_split(
+      data.source,
+      'train',
+      num_classes=config.model.num_classes,
+      synthetic_size=data.synthetic_size,
+      image_size=data.image_size,
+      seed=config.seed,
+    )
   return input_pipeline.load(
     data.source,
     'train',
@@ -118,7 +134,7 @@ def make_scorer(config, skel):
   if config.search.engine == 'reference':
 
     def reference(geno, i, x, y):
-      model = models.WideResNet(geno.depth, geno.width, geno.blocks, skel.num_classes)
+      model = models.build(geno, skel.num_classes)
       variables = models.init_variables(model, config.seed, i, skel.image_size)
       total, per_block = jax.device_get(fisher.jitted_fisher(model)(variables, x, y))
       return float(total), per_block
@@ -129,22 +145,30 @@ def make_scorer(config, skel):
   )
 
 
+def fisher_batch(config, train, index: int | None = None):
+  """(images, labels) to score on, augmented as the pipeline's training batches are.
+
+  index None: the batch all candidates share; else candidate `index`'s own.
+  """
+  batch_size, seed = config.search.batch_size, config.seed
+  if config.data.pipeline == 'imagenet':
+    options = host_data.Options.from_config(config.data)
+    return host_data.fisher_batch(train, options, batch_size, seed, index)
+  sizes = dict(pad=config.data.crop_pad, cutout=config.data.cutout)
+  return input_pipeline.fisher_batch(train, batch_size, seed, index, **sizes)
+
+
 def score_candidates(config, skel, sample, train) -> list[Scored]:
   """Fisher potential of every sampled genotype."""
-  batch_size = config.search.batch_size
-  sizes = dict(pad=config.data.crop_pad, cutout=config.data.cutout)
-  shared = input_pipeline.fisher_batch(train, batch_size, config.seed, **sizes)
+  shared = fisher_batch(config, train)
   score = make_scorer(config, skel)
 
   def one(item):
     i, geno = item
-    images, labels = (
-      input_pipeline.fisher_batch(train, batch_size, config.seed, index=i, **sizes)
-      if config.search.fresh_batch_per_candidate
-      else shared
-    )
+    fresh = config.search.fresh_batch_per_candidate
+    images, labels = fisher_batch(config, train, index=i) if fresh else shared
     total, per_block = score(geno, i, images, labels)
-    count = accounting.count(geno, skel.image_size)
+    count = accounting.count(geno, skel.image_size, skel.num_classes)
     return Scored(i, geno, count.params, count.macs, float(total), tuple(map(float, per_block)))
 
   # Candidates in flight on several threads: XLA compiles and runs outside the
@@ -201,6 +225,7 @@ def best_json(config, best: Scored, sample: sampler.Sample, num: int) -> str:
     'fresh_batch_per_candidate': config.search.fresh_batch_per_candidate,
     'engine': config.search.engine,
     'data_source': config.data.source,
+    'data_pipeline': config.data.pipeline,
     'image_size': config.data.image_size,
     'versions': versions(),
   }
@@ -230,7 +255,7 @@ def run_search(config, workdir: str) -> Scored:
   """Sample, score, rank and write; returns the best candidate."""
   start = time.perf_counter()
   enable_compilation_cache(config.search.compilation_cache_dir)
-  # Data: one training split in memory; the Fisher batch is drawn from it.
+  # Data: the training split (in memory, or listed only); the Fisher batch is drawn from it.
   train = load_train_data(config)
   # Sample: budgeted genotypes (fails at once on an unreachable budget).
   skel, sample = sample_candidates(config)

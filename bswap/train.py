@@ -19,6 +19,13 @@ so the host only dispatches calls and reads metrics a few calls behind the
 devices. XLA:CPU runs convolutions inside a loop some 40x slower than outside
 one (measured: a WRN-10-2 step at 32 px, 72 ms plain, 2.6 s in a scan), hence
 one step per call by default.
+
+With config.data.pipeline 'imagenet' the data is too large for the devices:
+batches are streamed from the host instead (`host_data`: decoded, cropped and
+flipped there; step s of epoch e a function of (seed, e, s), so a resumed run
+continues the stream exactly), put on the mesh split along 'data', and fed to
+the same `train_step` and `eval_step` one batch per call (`stream_step`,
+`stream_eval`), normalised on the devices.
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ import time
 from typing import Any
 
 import flax
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -42,11 +50,14 @@ from etils import epath
 from tqdm import tqdm
 
 from bswap import accounting
+from bswap import arch as arch_lib
 from bswap import blocks
 from bswap import checkpoint
 from bswap import device_data
 from bswap import distill
 from bswap import genotype as genotype_lib
+from bswap import host_data
+from bswap import imagenet_preprocess
 from bswap import input_pipeline
 from bswap import metric_writers
 from bswap import models
@@ -63,6 +74,8 @@ SCHEDULES = {
   # Their current code: cosine annealing over all epochs, stepped once per epoch
   # as torch's CosineAnnealingLR is there.
   'cosine': None,
+  # ImageNet (SPEC section 6): x lr_decay (0.1) every 30 of the 100 epochs.
+  'imagenet': (30, 60, 90),
 }
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 # The host reads a call's metrics (and checks its loss) this many calls later,
@@ -135,17 +148,18 @@ class TrainState:
 class Setup:
   """The static pieces of a run's steps."""
 
-  model: models.WideResNet
+  model: nn.Module  # models.WideResNet or models.ResNet34
   tx: optax.GradientTransformation
   mesh: jax.sharding.Mesh
   batch_size: int
   eval_batch_size: int
   steps_per_epoch: int
-  teacher: models.WideResNet | None = None
+  teacher: nn.Module | None = None
   beta: float = 0.0
   dtype: Any = jnp.float32  # compute dtype; parameters and BN statistics stay float32
   crop_pad: int = 4
   cutout: int = 16
+  pipeline: str = 'cifar'  # config.data.pipeline: how batches arrive (input_pipeline.PIPELINES)
 
 
 def _cast(tree, dtype):
@@ -174,12 +188,30 @@ def loss_fn(params, batch_stats, images, labels, teacher_variables, setup: Setup
 def compute_grads(state: TrainState, batch, rng, teacher_variables=None, *, setup: Setup):
   """Gradients of the objective w.r.t. the parameters, and (loss, logits, batch_stats, parts)."""
   key = jax.random.fold_in(rng, state.step)
-  images = input_pipeline.augment(key, batch['image'], pad=setup.crop_pad, cutout=setup.cutout)
+  images = train_images(key, batch['image'], setup)
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
   (loss, aux), grads = grad_fn(
     state.params, state.batch_stats, images, batch['label'], teacher_variables, setup
   )
   return grads, (loss, *aux)
+
+
+def train_images(key, images, setup: Setup) -> jax.Array:
+  """The device's part of the training augmentation of a uint8 batch, normalised.
+
+  'cifar': all of it (crop, flip, Cutout). 'imagenet': the normalisation only,
+  as the host has cropped and flipped (host_data).
+  """
+  if setup.pipeline == 'imagenet':
+    return imagenet_preprocess.normalize(images)
+  return input_pipeline.augment(key, images, pad=setup.crop_pad, cutout=setup.cutout)
+
+
+def eval_images(images, setup: Setup) -> jax.Array:
+  """A uint8 test batch normalised with its pipeline's mean and std."""
+  if setup.pipeline == 'imagenet':
+    return imagenet_preprocess.normalize(images)
+  return input_pipeline.normalize(images)
 
 
 def error_percent(logits, labels):
@@ -203,7 +235,7 @@ def train_step(state: TrainState, batch, rng, teacher_variables=None, *, setup: 
 def eval_step(state: TrainState, batch, *, setup: Setup):
   """Sums over the real (mask) examples of a test batch: loss, wrong, count."""
   variables = {'params': _cast(state.params, setup.dtype), 'batch_stats': state.batch_stats}
-  images = input_pipeline.normalize(batch['image']).astype(setup.dtype)
+  images = eval_images(batch['image'], setup).astype(setup.dtype)
   logits, _ = setup.model.apply(variables, images, train=False)
   losses = optax.softmax_cross_entropy_with_integer_labels(
     logits.astype(jnp.float32), batch['label']
@@ -260,6 +292,28 @@ def evaluate(state, test_data, *, setup: Setup):
   return sums
 
 
+def stream_step(state, batch, rng, teacher_variables, *, setup: Setup):
+  """train_step on a batch streamed from the host; metrics of shape (1,), as train_chunk's."""
+  state, metrics = train_step(state, batch, _streams(rng)[0], teacher_variables, setup=setup)
+  return state, jax.tree.map(lambda x: x[None], metrics)
+
+
+def stream_eval(sums, state, batch, *, setup: Setup):
+  """`sums` plus eval_step's sums over a test batch streamed from the host."""
+  return jax.tree.map(jnp.add, sums, eval_step(state, batch, setup=setup))
+
+
+def batch_spec(mesh, batch_size: int, image_size: int, mask: bool = False) -> dict:
+  """The shapes and shardings of a streamed batch, to compile for before the first arrives."""
+  sharding = parallel.data_sharded(mesh)
+  spec = lambda shape, dtype: jax.ShapeDtypeStruct(shape, dtype, sharding=sharding)
+  batch = {
+    'image': spec((batch_size, image_size, image_size, 3), jnp.uint8),
+    'label': spec((batch_size,), jnp.int32),
+  }
+  return {**batch, 'mask': spec((batch_size,), jnp.bool_)} if mask else batch
+
+
 # ----------------------------------------------------------------------------
 # The run: data, model, state and the compiled steps.
 
@@ -269,8 +323,9 @@ class Run:
   config: Any
   run_dir: str
   setup: Setup
-  train_data: device_data.DeviceSplit
-  test_data: device_data.DeviceSplit
+  # On the devices (pipeline 'cifar'), or listed for streaming from the host ('imagenet').
+  train_data: device_data.DeviceSplit | host_data.Split
+  test_data: device_data.DeviceSplit | host_data.Split
   rng: jax.Array
   teacher_variables: Any
   ckpts: checkpoint.Checkpoints
@@ -303,6 +358,33 @@ class Run:
       self.compiled['eval'] = _compile(fn, (state, self.test_data), 'evaluation', out)
     return self.compiled['eval']
 
+  @property
+  def streamed(self) -> bool:
+    return self.setup.pipeline == 'imagenet'
+
+  def stream_step(self, state):
+    """stream_step, compiled ahead of time for the configured batch."""
+    if 'stream_step' not in self.compiled:
+      fn = functools.partial(stream_step, setup=self.setup)
+      batch = batch_spec(self.setup.mesh, self.setup.batch_size, self.config.data.image_size)
+      args = (state, batch, self.rng, self.teacher_variables)
+      out = parallel.replicated(self.setup.mesh)  # state and metrics
+      self.compiled['stream_step'] = _compile(fn, args, 'a training step', out, donate=True)
+    return self.compiled['stream_step']
+
+  def stream_evaluator(self, sums, state):
+    """stream_eval, compiled ahead of time for the configured eval batch."""
+    if 'stream_eval' not in self.compiled:
+      fn = functools.partial(stream_eval, setup=self.setup)
+      size = self.config.data.image_size
+      batch = batch_spec(self.setup.mesh, self.setup.eval_batch_size, size, mask=True)
+      out = parallel.replicated(self.setup.mesh)
+      self.compiled['stream_eval'] = _compile(fn, (sums, state, batch), 'evaluation', out)
+    return self.compiled['stream_eval']
+
+  def options(self) -> host_data.Options:
+    return host_data.Options.from_config(self.config.data)
+
 
 def _compile(fn, args, what: str, out_shardings, donate: bool = False):
   """`fn` compiled for `args`; fixed output shardings keep the state replicated across calls."""
@@ -324,12 +406,45 @@ def load_split(config, split: str) -> input_pipeline.ArrayDataset:
     seed=config.seed,
     cache_dir=data.cache_dir,
   )
-  if ds.num_classes != config.model.num_classes:
-    raise ValueError(
-      f'{data.source} has {ds.num_classes} classes but config.model.num_classes is '
-      f'{config.model.num_classes}; set --config.model.num_classes={ds.num_classes}'
-    )
+  _check_classes(config, ds.num_classes)
   return ds
+
+
+def stream_split(config, split: str) -> host_data.Split:
+  """A split ('train' or 'eval') of the 'imagenet' pipeline's source, listed for streaming."""
+  data = config.data
+  ds = host_data.open_split(
+    data.source,
+    split,
+    num_classes=config.model.num_classes,
+    synthetic_size=data.synthetic_size,
+    image_size=data.image_size,
+    seed=config.seed,
+  )
+  _check_classes(config, len(ds.class_names))
+  return ds
+
+
+def _check_classes(config, num_classes: int) -> None:
+  if num_classes != config.model.num_classes:
+    raise ValueError(
+      f'{config.data.source} has {num_classes} classes but config.model.num_classes is '
+      f'{config.model.num_classes}; set --config.model.num_classes={num_classes}'
+    )
+
+
+def load_data(config, mesh) -> tuple[Any, Any, int]:
+  """(train data, test data, training examples per device) of config.data.pipeline.
+
+  'cifar': both splits decoded into memory and placed on the devices.
+  'imagenet': both listed, to be decoded batch by batch on the host.
+  """
+  if config.data.pipeline == 'imagenet':
+    train, test = stream_split(config, 'train'), stream_split(config, 'eval')
+    return train, test, len(train) // mesh.devices.size
+  train = device_data.train_split(load_split(config, 'train'), mesh, config.seed)
+  test = device_data.test_split(load_split(config, 'test'), mesh, config.train.eval_batch_size)
+  return train, test, train.rows
 
 
 def check_config(config) -> None:
@@ -348,6 +463,14 @@ def check_config(config) -> None:
   for name in ('checkpoint_every_epochs', 'eval_every_epochs'):
     if tc[name] < 1:
       raise ValueError(f'config.train.{name} must be at least 1; got {tc[name]}')
+  input_pipeline.check_pipeline(config.data.pipeline)
+  if config.data.pipeline == 'imagenet':
+    host_data.Options.from_config(config.data)  # checks the preprocessing fields
+    if tc.steps_per_call != 1:
+      raise ValueError(
+        f"config.train.steps_per_call is {tc.steps_per_call}, but the 'imagenet' pipeline "
+        'feeds one streamed batch per call; set --config.train.steps_per_call=1'
+      )
 
 
 def make_setup(config, genotype, mesh, rows_per_device: int, distil: bool) -> tuple:
@@ -361,17 +484,18 @@ def make_setup(config, genotype, mesh, rows_per_device: int, distil: bool) -> tu
     )
   schedule = Schedule.from_config(tc, steps_per_epoch)
   setup = Setup(
-    model=_wrn(genotype, config, mesh),
+    model=_model(genotype, config, mesh),
     tx=make_optimizer(tc, schedule),
     mesh=mesh,
     batch_size=tc.batch_size,
     eval_batch_size=tc.eval_batch_size,
     steps_per_epoch=steps_per_epoch,
-    teacher=_wrn(teacher_genotype(config), config, mesh) if distil else None,
+    teacher=_model(teacher_genotype(config), config, mesh) if distil else None,
     beta=tc.beta,
     dtype=DTYPES[tc.dtype],
     crop_pad=config.data.crop_pad,
     cutout=config.data.cutout,
+    pipeline=config.data.pipeline,
   )
   return setup, schedule
 
@@ -390,14 +514,9 @@ def conv_impl(config, mesh) -> str:
   return impl
 
 
-def _wrn(genotype: genotype_lib.Genotype, config, mesh) -> models.WideResNet:
-  return models.WideResNet(
-    genotype.depth,
-    genotype.width,
-    genotype.blocks,
-    config.model.num_classes,
-    conv_impl=conv_impl(config, mesh),
-  )
+def _model(genotype: genotype_lib.Genotype, config, mesh) -> nn.Module:
+  """The genotype's WideResNet or ResNet34, with config.model's classes."""
+  return models.build(genotype, config.model.num_classes, conv_impl(config, mesh))
 
 
 def init_state(setup: Setup, seed: int, image_size: int) -> TrainState:
@@ -423,9 +542,8 @@ def prepare(config, run_dir: str, genotype, teacher_checkpoint: str | None) -> t
   _record_genotype(run_dir, genotype)
   if teacher_checkpoint:  # fail before loading data
     teacher_checkpoint = checkpoint.find_run_checkpoints(teacher_checkpoint)
-  train_data = device_data.train_split(load_split(config, 'train'), mesh, config.seed)
-  test_data = device_data.test_split(load_split(config, 'test'), mesh, tc.eval_batch_size)
-  setup, schedule = make_setup(config, genotype, mesh, train_data.rows, bool(teacher_checkpoint))
+  train_data, test_data, rows = load_data(config, mesh)
+  setup, schedule = make_setup(config, genotype, mesh, rows, bool(teacher_checkpoint))
   teacher_variables = None
   if teacher_checkpoint:
     init = functools.partial(models.init_variables, setup.teacher, 0, 0, config.data.image_size)
@@ -509,21 +627,58 @@ def _progress_bar(run: Run, epoch: int, done: int):
   )
 
 
+def _device_calls(run: Run, state, step: int, end: int):
+  """(steps, function, arguments) of each call from `step` to `end`, on device-resident data.
+
+  A call is function(state, *arguments) -> (state, metrics); all are compiled here.
+  """
+  per_call = run.config.train.steps_per_call
+  lengths = [min(per_call, end - s) for s in range(step, end, per_call)]
+  order = run.order(step // run.setup.steps_per_epoch)
+  for length in set(lengths):  # compile before the clock starts
+    run.chunk(state, order, length)
+  args = (run.train_data, order, run.rng, run.teacher_variables)
+  return [(length, run.chunk(state, order, length), args) for length in lengths]
+
+
+def _stream_calls(run: Run, state, step: int, end: int):
+  """As _device_calls, for batches streamed from the host: one step per call.
+
+  Step s of epoch e is batch s of host_data.train_batches(seed, e), so a
+  resumed run continues the stream where it stopped.
+  """
+  spe = run.setup.steps_per_epoch
+  epoch = step // spe
+  fn = run.stream_step(state)  # compiled before the clock starts
+  batches = host_data.train_batches(
+    run.train_data,
+    run.options(),
+    run.setup.batch_size,
+    run.config.seed,
+    epoch,
+    start=step - epoch * spe,
+    stop=end - epoch * spe,
+  )
+  mesh = run.setup.mesh
+  return ((1, fn, (_put_batch(b, mesh), run.rng, run.teacher_variables)) for b in batches)
+
+
+def _put_batch(batch: dict, mesh) -> dict:
+  """This process's rows of a global batch, put on the mesh split along 'data'."""
+  return {key: parallel.put_sharded(value, mesh) for key, value in batch.items()}
+
+
 def train_epoch(run: Run, state, step: int, stop: int):
   """Steps from `step` to the end of its epoch (or `stop`); returns state, means, images/s."""
-  spe, per_call = run.setup.steps_per_epoch, run.config.train.steps_per_call
+  spe = run.setup.steps_per_epoch
   epoch = step // spe
   end = min((epoch + 1) * spe, stop)
-  calls = [min(per_call, end - s) for s in range(step, end, per_call)]
-  order = run.order(epoch)
-  for length in set(calls):  # compile before the clock starts
-    run.chunk(state, order, length)
+  calls = (_stream_calls if run.streamed else _device_calls)(run, state, step, end)
   bar = _progress_bar(run, epoch, step - epoch * spe)
   tally, pending = _Tally(run, epoch, bar), collections.deque()
   start = time.perf_counter()
-  for length in calls:
-    chunk = run.chunk(state, order, length)
-    state, metrics = chunk(state, run.train_data, order, run.rng, run.teacher_variables)
+  for length, fn, args in calls:
+    state, metrics = fn(state, *args)
     pending.append((step, metrics))
     step += length
     # Read metrics FETCH_LAG calls behind: the devices keep a queue of work meanwhile.
@@ -536,8 +691,22 @@ def train_epoch(run: Run, state, step: int, stop: int):
   return state, tally.means(), tally.steps * run.setup.batch_size / elapsed
 
 
+def _test_sums(run: Run, state) -> dict:
+  """Sums of loss, wrong and count over the whole test set, on the devices."""
+  if not run.streamed:
+    return run.evaluator(state)(state, run.test_data)
+  mesh = run.setup.mesh
+  zeros = {'loss': np.float32(0), 'wrong': np.int32(0), 'count': np.int32(0)}
+  sums = parallel.put_replicated(zeros, mesh)
+  fn = run.stream_evaluator(sums, state)
+  size = run.setup.eval_batch_size
+  for batch in host_data.eval_batches(run.test_data, run.options(), size):
+    sums = fn(sums, state, _put_batch(batch, mesh))
+  return sums
+
+
 def test_metrics(run: Run, state) -> dict[str, float]:
-  sums = jax.device_get(run.evaluator(state)(state, run.test_data))
+  sums = jax.device_get(_test_sums(run, state))
   count = int(sums['count'])
   return {
     'test_loss': float(sums['loss']) / count,
@@ -609,7 +778,7 @@ def _log(record: dict, epochs: int) -> None:
 
 def fit(config, run_dir: str, genotype, teacher_checkpoint: str | None = None) -> Summary:
   """Trains `genotype` in `run_dir`, resuming its latest checkpoint if there is one."""
-  count = accounting.count(genotype, config.data.image_size)
+  count = accounting.count(genotype, config.data.image_size, config.model.num_classes)
   logging.info(
     'Training %s (%s params) in %s%s',
     ' '.join(genotype.paper_names),
@@ -638,8 +807,9 @@ def fit(config, run_dir: str, genotype, teacher_checkpoint: str | None = None) -
 
 
 def teacher_genotype(config) -> genotype_lib.Genotype:
-  """The teacher: WRN-depth-width of config.model with standard blocks throughout."""
-  return genotype_lib.uniform('Conv', config.model.depth, config.model.width)
+  """The teacher: config.model's network (WRN-depth-width or ResNet-34), standard blocks only."""
+  m = config.model
+  return genotype_lib.uniform('Conv', m.depth, m.width, m.get('arch', arch_lib.WRN))
 
 
 def student_genotype(config, workdir: str) -> genotype_lib.Genotype:
@@ -711,6 +881,7 @@ _SEARCH_FIELDS = {
   'batch_size': ('search', 'batch_size'),
   'fresh_batch_per_candidate': ('search', 'fresh_batch_per_candidate'),
   'data_source': ('data', 'source'),
+  'data_pipeline': ('data', 'pipeline'),
   'image_size': ('data', 'image_size'),
 }
 
@@ -728,5 +899,10 @@ def search_done(config, workdir: str) -> bool:
   wanted = {k: config[a][b] for k, (a, b) in _SEARCH_FIELDS.items()}
   wanted['seed'] = config.seed
   geno = record.get('genotype', {})
-  same_model = (geno.get('depth'), geno.get('width')) == (config.model.depth, config.model.width)
+  m = config.model
+  same_model = (geno.get('arch', arch_lib.WRN), geno.get('depth'), geno.get('width')) == (
+    m.get('arch', arch_lib.WRN),
+    m.depth,
+    m.width,
+  )
   return same_model and all(record.get(k) == v for k, v in wanted.items())

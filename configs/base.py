@@ -1,4 +1,4 @@
-"""Shared defaults: the paper's CIFAR-10 settings (SPEC sections 1-5).
+"""Shared defaults: the paper's CIFAR-10 (SPEC sections 1-5) and ImageNet (section 6) settings.
 
 Every hyperparameter lives here, overridable on the command line, e.g.
 `--config.search.num_candidates=100 --config.data.source=/path/to/cifar10.tar.gz`.
@@ -35,6 +35,20 @@ def cifar_config(budget: int) -> ml_collections.ConfigDict:
   # Training augmentation (SPEC section 5): pad-4 random crop, flip, Cutout 16.
   config.data.crop_pad = 4
   config.data.cutout = 16
+  # Where batches come from. 'cifar': the source decoded once into memory and
+  # kept on the devices, augmented there (crop_pad, cutout). 'imagenet': the
+  # source ('tfds:imagenet2012', a directory of train/<class>/* and
+  # val/<class>/*, or 'synthetic') listed, then decoded, cropped and flipped
+  # on the host batch by batch (bswap/host_data.py) with the fields below.
+  config.data.pipeline = 'cifar'
+  # 'imagenet' training: torchvision's RandomResizedCrop (area fraction and
+  # aspect ratio ranges) to image_size, and a horizontal flip.
+  config.data.crop_area = (0.08, 1.0)
+  config.data.crop_aspect = (3 / 4, 4 / 3)
+  # 'imagenet' evaluation: shorter side resized to round(image_size * ratio), centre crop.
+  config.data.eval_resize_ratio = 256 / 224
+  config.data.workers = 0  # 'imagenet' decoding threads per process; 0: one per CPU core
+  config.data.prefetch = 4  # 'imagenet' batches decoded ahead of the training step
 
   config.search = ml_collections.ConfigDict()
   config.search.budget = budget
@@ -127,9 +141,13 @@ def smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 
 
 def get(budget: int, arg: str | None) -> ml_collections.ConfigDict:
-  config = cifar_config(budget)
+  return variant(cifar_config(budget), arg, smoke)
+
+
+def variant(config, arg: str | None, smoke_fn) -> ml_collections.ConfigDict:
+  """`config` as the config argument asks: None, or 'smoke' (smoke_fn applied)."""
   if arg == 'smoke':
-    return smoke(config)
+    return smoke_fn(config)
   if arg:
     raise ValueError(f'unknown config variant {arg!r}; the only variant is ":smoke"')
   return config
@@ -154,4 +172,69 @@ def fixed_student(block: str, depth: int, width: int, arg: str | None):
     depth = 10
   config.train.genotype = ','.join([block] * (3 * ((depth - 4) // 6)))
   config.train.genotype_width = width
+  return config
+
+
+# ----------------------------------------------------------------------------
+# ImageNet: ResNet-34 students (SPEC section 6).
+
+
+def imagenet_config(budget: int) -> ml_collections.ConfigDict:
+  """The BlockSwap search of a ResNet-34 student at `budget` parameters, on ImageNet."""
+  config = cifar_config(budget)
+  config.model.arch = 'resnet34'
+  config.model.depth = 34  # what a resnet34 genotype records; 16 substitutable blocks
+  config.model.width = 1
+  config.model.num_classes = 1000
+
+  # tfds' imagenet2012, prepared by hand (README, "ImageNet"); or a directory of
+  # train/<class>/* and val/<class>/* images. Decoded and cropped on the host.
+  config.data.source = 'tfds:imagenet2012'
+  config.data.pipeline = 'imagenet'
+  config.data.image_size = 224
+  config.data.crop_pad = 0  # CIFAR's augmentation: unused by the 'imagenet' pipeline
+  config.data.cutout = 0
+
+  # The Fisher batch is SPEC's 128 training images, random-resized-cropped.
+  config.search.batch_size = 128
+
+  tc = config.train
+  tc.epochs = 100
+  tc.batch_size = 256
+  tc.eval_batch_size = 500  # 100 steps over the 50,000 validation images
+  tc.lr = 0.1
+  tc.schedule = 'imagenet'  # x0.1 at epochs 30, 60, 90
+  tc.lr_decay = 0.1
+  tc.weight_decay = 1e-4
+  tc.beta = 750.0  # attention transfer on the 4 stage outputs
+  tc.checkpoint_every_epochs = 1  # an ImageNet epoch is 5,004 steps
+  return config
+
+
+def imagenet_smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """A CPU run of minutes: ResNet-34 at 32 px on synthetic images, 3 candidates, 10 classes."""
+  config.model.num_classes = 10
+  config.data.source = 'synthetic'
+  config.data.image_size = 32  # the stem leaves 8 px; stage 4 runs at 1 px
+  config.data.synthetic_size = 32
+  config.data.workers = 2
+  config.search.num_candidates = 3
+  config.search.batch_size = 8
+  config.search.compilation_cache_dir = ''
+  # Training: 2 epochs of 2 steps at batch 16.
+  config.train.epochs = 2
+  config.train.batch_size = 16
+  config.train.eval_batch_size = 16
+  config.train.keep_checkpoints = 2
+  return config
+
+
+def imagenet_get(budget: int, arg: str | None) -> ml_collections.ConfigDict:
+  return variant(imagenet_config(budget), arg, imagenet_smoke)
+
+
+def imagenet_teacher(arg: str | None) -> ml_collections.ConfigDict:
+  """The ImageNet teacher: ResNet-34 with standard blocks, trained with cross-entropy."""
+  config = imagenet_get(3_000_000, arg)
+  config.stage = 'teacher'
   return config

@@ -58,9 +58,9 @@ def param_count(tree) -> int:
 
 
 @functools.cache
-def flax_block_cost(name: str, in_ch: int, out_ch: int, stride: int, size: int):
-  """(params, MACs) of one PreActBlock, read off the Flax module itself."""
-  block = blocks.PreActBlock(name, out_ch, stride)
+def flax_block_cost(name: str, in_ch: int, out_ch: int, stride: int, size: int, post=False):
+  """(params, MACs) of one PreActBlock (post: PostActBlock), read off the Flax module itself."""
+  block = blocks.block_class(post)(name, out_ch, stride)
   x = jnp.zeros((2, size, size, in_ch))
   variables = jax.eval_shape(lambda: block.init(jax.random.PRNGKey(0), x, train=False))
   closed = jax.make_jaxpr(lambda v: block.apply(v, x, train=False))(
@@ -84,8 +84,8 @@ def test_block_counts_match_flax_at_every_position(name, depth):
     assert accounting.block_cost(name, slot) == expected, (name, slot)
 
 
-def flax_network_cost(model: models.WideResNet, image_size: int):
-  """(params, MACs) of a whole WideResNet, read off its Flax tree and jaxpr."""
+def flax_network_cost(model, image_size: int):
+  """(params, MACs) of a whole network, read off its Flax tree and jaxpr."""
   x = jnp.zeros((2, image_size, image_size, 3))
   variables = jax.eval_shape(lambda: models.init_variables(model, 0, 0, image_size))
   closed = jax.make_jaxpr(lambda v: model.apply(v, x, train=False))(variables)
@@ -130,3 +130,37 @@ def test_tables_agree_with_block_cost():
   for slot in skel.slots:
     for j, name in enumerate(menu.NAMES):
       assert (params[slot.index, j], macs[slot.index, j]) == accounting.block_cost(name, slot)
+
+
+# ---------------------------------------------------------------------------- ResNet-34
+
+
+def test_teacher_resnet34_has_torchvisions_parameter_count():
+  geno = genotype_lib.uniform('Conv', arch='resnet34')
+  count = accounting.count(geno)
+  assert count.params == 21_797_672
+  # torchvision's figure for ResNet-34 at 224 px: 3.6 GMACs ("3.66 GFLOPS").
+  assert count.macs == 3_663_761_408
+  model = models.build(geno)
+  params = jax.eval_shape(lambda: models.init_variables(model, 0, 0))['params']
+  assert param_count(params) == 21_797_672
+
+
+@pytest.mark.parametrize('name', menu.NAMES)
+def test_resnet34_block_counts_match_flax_at_every_position(name):
+  # Parameters do not depend on the resolution, MACs scale with it: check both at
+  # a small image (64 px: blocks see 16 -> 2 px) where the jaxpr is cheap to trace.
+  skel = arch.skeleton('resnet34', image_size=64)
+  for slot in skel.slots:
+    expected = flax_block_cost(name, slot.in_ch, slot.out_ch, slot.stride, slot.in_size, True)
+    assert accounting.block_cost(name, slot) == expected, (name, slot)
+
+
+@pytest.mark.parametrize('seed', [0, 1])
+def test_random_resnet34_genotypes_match_flax(seed):
+  names = tuple(np.random.default_rng(seed).choice(menu.NAMES, size=16))
+  geno = genotype_lib.Genotype(names, 'resnet34')
+  count = accounting.count(geno, image_size=64)
+  model = models.build(geno)
+  assert (count.params, count.macs) == flax_network_cost(model, 64)
+  assert count.params == accounting.count(geno).params  # the same at 224 px

@@ -3,9 +3,12 @@
 import importlib
 import pathlib
 
+import numpy as np
 import pytest
 
 from bswap import accounting
+from bswap import arch
+from bswap import sampler
 from bswap import train
 from configs import base
 
@@ -36,16 +39,47 @@ def test_docstring_gives_the_command_and_the_smoke_command(name):
   assert '%' in doc or 'Fisher' in doc  # an expected result
 
 
+IMAGENET = {'imagenet_3m': 3_000_000, 'imagenet_8m': 8_000_000, 'teacher_resnet34': None}
+
+
 @pytest.mark.parametrize('name', CONFIGS)
 def test_full_and_smoke_variants(name):
   full, smoke = _module(name).get_config(), _module(name).get_config('smoke')
   assert full.stage in base.STAGES and smoke.stage == full.stage
-  assert (full.train.epochs, full.train.batch_size, full.train.lr) == (200, 128, 0.1)
-  assert full.train.schedule == 'paper' and full.train.beta == 1000.0
-  assert smoke.train.batch_size <= 16 and smoke.data.image_size <= 16
+  if name in IMAGENET:  # SPEC section 6
+    assert (full.train.epochs, full.train.batch_size, full.train.lr) == (100, 256, 0.1)
+    assert (full.train.schedule, full.train.lr_decay, full.train.weight_decay) == (
+      'imagenet',
+      0.1,
+      1e-4,
+    )
+    assert full.train.beta == 750.0 and full.model.arch == 'resnet34'
+    assert (full.data.pipeline, full.data.image_size) == ('imagenet', 224)
+    assert smoke.data.image_size <= 32
+  else:
+    assert (full.train.epochs, full.train.batch_size, full.train.lr) == (200, 128, 0.1)
+    assert full.train.schedule == 'paper' and full.train.beta == 1000.0
+    assert smoke.data.image_size <= 16
+  assert smoke.train.batch_size <= 16
   assert smoke.data.source == 'synthetic' and smoke.train.epochs * 4 <= 16
   with pytest.raises(ValueError, match='unknown config variant'):
     _module(name).get_config('big')
+
+
+def test_imagenet_schedule_drops_tenfold_every_30_epochs():
+  config = _module('imagenet_3m').get_config()
+  schedule = train.Schedule.from_config(config.train, steps_per_epoch=10)
+  rates = [schedule.at_epoch(e) for e in (0, 29, 30, 59, 60, 90, 99)]
+  np.testing.assert_allclose(rates, [0.1, 0.1, 0.01, 0.01, 1e-3, 1e-4, 1e-4], rtol=1e-6)
+
+
+@pytest.mark.parametrize('name', ['imagenet_3m', 'imagenet_8m'])
+def test_imagenet_budgets_are_reachable(name):
+  config = _module(name).get_config()
+  assert config.search.budget == IMAGENET[name]
+  skel = arch.skeleton('resnet34')
+  menu = sampler.build_menu(skel)
+  assert sampler.acceptance_probability(menu, *sampler.band_limits(IMAGENET[name], 0.025)) > 0.01
 
 
 @pytest.mark.parametrize('name', sorted(STUDENTS))
@@ -65,6 +99,12 @@ def test_random_400k_draws_one_genotype_inside_the_budget(tmp_path):
   assert train.student_genotype(config, str(tmp_path)) == geno  # seeded
   config.seed = 1
   assert train.student_genotype(config, str(tmp_path)) != geno
+
+
+def test_the_imagenet_teacher_is_resnet34_with_standard_blocks():
+  geno = train.teacher_genotype(_module('teacher_resnet34').get_config())
+  assert (geno.arch, set(geno.blocks)) == ('resnet34', {'Conv'})
+  assert accounting.count(geno).params == 21_797_672
 
 
 def test_the_teacher_is_wrn_40_2_with_standard_blocks():

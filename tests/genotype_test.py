@@ -106,7 +106,8 @@ def test_invalid_type_at_a_position_names_it():
     ('{"blocks": ["Conv", "Conv", "Conv"], "depth": "ten"}', '"depth" must be an integer'),
     ('[1, 2]', 'expected a JSON object'),
     ('{"blocks": ["Conv", "Conv", "Conv"], "arch": "vgg"}', "unknown arch 'vgg'"),
-    ('{"blocks": ["Conv"], "arch": "resnet34"}', 'not supported yet'),
+    ('{"blocks": ["Conv"], "arch": "resnet34"}', 'ResNet-34 has 16 blocks'),
+    ('{"blocks": ["Conv"], "arch": "vgg"}', 'unknown arch'),
   ],
 )
 def test_malformed_json_files(tmp_path, content, error):

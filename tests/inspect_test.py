@@ -61,7 +61,7 @@ def test_reference_csv_and_table_output(capsys, tmp_path):
   [
     (['Conv,Bogus,Conv', '--depth', '10'], "unknown block type 'Bogus'"),
     (['Conv,Conv'], 'got 2'),
-    (['Conv,Conv,Conv', '--arch', 'resnet34'], 'not supported yet'),
+    (['Conv,Conv,Conv', '--arch', 'resnet34'], 'ResNet-34 has 16 blocks'),
     (['missing.json'], 'does not exist'),
   ],
 )

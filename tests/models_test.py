@@ -1,4 +1,4 @@
-"""WideResNet: structure, initialisation, seed contract and auxiliary outputs."""
+"""WideResNet and ResNet-34: structure, initialisation, seed contract and auxiliary outputs."""
 
 import math
 
@@ -195,3 +195,85 @@ def test_bad_genotype_is_a_clear_error():
   model = models.WideResNet(10, 1, genotype=('A16B2', 'Conv', 'Conv'))
   with pytest.raises(ValueError, match='A16B2 is invalid at position 0'):
     models.init_variables(model, 0, 0)
+
+
+# ---------------------------------------------------------------------------- ResNet-34
+
+
+@pytest.mark.parametrize('seed', [0, 1])
+def test_resnet34_forward_and_backward_at_64_px(seed):
+  names = _random_names(np.random.default_rng(seed), 16)
+  model = models.build(genotype_lib.Genotype(names, 'resnet34'))
+  variables = models.init_variables(model, seed, 0, image_size=64)
+  x = jax.random.normal(jax.random.PRNGKey(seed), (4, 64, 64, 3))
+  labels = jnp.arange(4)
+
+  def loss(params):
+    (logits, aux), _ = model.apply(
+      {**variables, 'params': params}, x, train=True, mutable=['batch_stats']
+    )
+    ce = -jnp.mean(jax.nn.log_softmax(logits)[jnp.arange(4), labels])
+    return ce, (logits, aux)
+
+  grads, (logits, aux) = jax.jit(jax.grad(loss, has_aux=True))(variables['params'])
+  assert logits.shape == (4, 1000)
+  # Stem 64 -> 32 (conv /2) -> 16 (pool /2); stages 16, 8, 4, 2 px.
+  expected = [(4, 16, 16, 64), (4, 8, 8, 128), (4, 4, 4, 256), (4, 2, 2, 512)]
+  assert [s.shape for s in aux['stages']] == expected
+  assert len(aux['probes']) == 16
+  flat = jax.tree.leaves(grads)
+  assert all(np.isfinite(np.asarray(g)).all() for g in flat)
+  # Every block's weights get a gradient (the ReLU after the add passes some).
+  for b in range(16):
+    assert any(np.abs(g).sum() > 0 for g in jax.tree.leaves(grads[f'block_{b}']))
+
+
+def test_post_activation_block_adds_the_probe_to_the_skip_then_relus():
+  rng = jax.random.PRNGKey(0)
+  # Identity skip: out = ReLU(probe + x).
+  block = blocks.PostActBlock('G4B2', 64, 1)
+  x = jax.random.normal(rng, (2, 6, 6, 64))
+  variables = block.init(rng, x, train=False)
+  out, probe = block.apply(variables, x, train=False)
+  np.testing.assert_allclose(out, jax.nn.relu(probe + x), atol=1e-6)
+  # A downsampling block: 1x1 conv (stride 2) and a BN on the skip; the branch closes on a BN.
+  block = blocks.PostActBlock('Conv', 128, 2)
+  params = block.init(rng, x, train=False)['params']
+  assert params['downsample']['kernel'].shape == (1, 1, 64, 128)
+  assert params['downsample_bn']['scale'].shape == (128,)
+  assert params['branch']['bn_out']['scale'].shape == (128,)
+  out, probe = block.apply(block.init(rng, x, train=False), x, train=False)
+  assert out.shape == probe.shape == (2, 3, 3, 128)
+  assert (np.asarray(out) >= 0).all()
+
+
+def test_resnet34_stem_pads_like_pytorch():
+  # Max pool 3/2 with padding 1 pads with -inf: an all-negative map keeps its values.
+  stem = models.PoolStem()
+  x = jax.random.normal(jax.random.PRNGKey(0), (1, 16, 16, 3))
+  variables = stem.init(jax.random.PRNGKey(1), x, train=False)
+  out = stem.apply(variables, x, train=False)
+  assert out.shape == (1, 4, 4, 64)  # 16 -> 8 (conv 7x7/2, pad 3) -> 4 (pool 3/2, pad 1)
+  pooled = models.nn.max_pool(
+    -jnp.ones((1, 4, 4, 1)) - jnp.arange(16.0).reshape(1, 4, 4, 1),
+    (3, 3),
+    strides=(2, 2),
+    padding=((1, 1), (1, 1)),
+  )
+  assert float(pooled[0, 0, 0, 0]) == -1.0  # max over the real pixels, not a zero pad
+
+
+def test_resnet34_uses_the_seed_contract_and_rejects_other_depths():
+  geno = genotype_lib.uniform('DConv', arch='resnet34')
+  model = models.build(geno, num_classes=10)
+  a = models.init_variables(model, 5, 2, image_size=64)
+  b = models.init_variables(model, 5, 2, image_size=224)
+  jax.tree.map(np.testing.assert_array_equal, a, b)
+  stem_key = models.block_key(5, 2, 16)  # the stem is part B = 16
+  expected = models.PoolStem().init(stem_key, jnp.zeros((1, 4, 4, 3)), train=False)
+  # Eager init rounds the scaling of the normal draws apart from jit's fused one: ulps.
+  check = lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-8)
+  jax.tree.map(check, a['params']['stem'], expected['params'])
+  assert a['params']['head']['dense']['kernel'].shape == (512, 10)
+  with pytest.raises(ValueError, match='resnet34 has depth 34 and width 1'):
+    genotype_lib.Genotype(geno.blocks, 'resnet34', 18, 1)
