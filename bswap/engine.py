@@ -39,6 +39,7 @@ from bswap import blocks
 from bswap import distill
 from bswap import fisher
 from bswap import genotype as genotype_lib
+from bswap import host_memory
 from bswap import models
 
 
@@ -107,9 +108,11 @@ def _head_gradient(module: nn.Module):
 class Engine:
   """Scores genotypes of one skeleton; compiled pieces are shared across calls."""
 
-  def __init__(self, skel: arch_lib.Skeleton, conv_impl: str = 'fast'):
+  def __init__(self, skel: arch_lib.Skeleton, conv_impl: str = 'fast', low_memory: bool = False):
     self.skeleton = skel
     self.conv_impl = conv_impl
+    # Else the process keeps what every compile freed (bswap/host_memory.py).
+    host_memory.return_freed_memory(low=low_memory)
 
   def variables(self, geno: genotype_lib.Genotype, seed: int, index: int):
     """Per-part variables of candidate `index`, exactly as `models.init_variables`."""

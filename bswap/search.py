@@ -129,7 +129,7 @@ def enable_compilation_cache(path: str) -> None:
 def make_scorer(config, skel):
   """`(genotype, index, images, labels) -> (total, per_block)` for the configured engine."""
   if config.search.engine == 'fast':
-    scorer = engine_lib.Engine(skel, config.search.conv_impl)
+    scorer = engine_lib.Engine(skel, config.search.conv_impl, config.search.low_memory)
     return lambda geno, i, x, y: scorer.score(geno, config.seed, i, x, y)
   if config.search.engine == 'reference':
 
