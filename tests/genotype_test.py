@@ -141,3 +141,19 @@ def test_missing_file_and_conflicting_flags(tmp_path):
   with pytest.raises(ValueError, match='says depth=16 but depth=40 was given'):
     genotype_lib.load(path, depth=40)
   assert genotype_lib.load(path, depth=16).depth == 16
+
+
+def test_resnet34_genotypes_in_every_format(tmp_path):
+  names = ['Conv', 'DConvA2', 'G8B4', 'DConv'] * 4
+  geno = genotype_lib.Genotype(tuple(names), 'resnet34')
+  assert (geno.depth, geno.width) == (34, 1)
+  assert geno.to_dict() == {'arch': 'resnet34', 'depth': 34, 'width': 1, 'blocks': names}
+  genotype_lib.save_json(geno, tmp_path / 'g.json')
+  assert genotype_lib.load(tmp_path / 'g.json') == geno
+  # A reference CSV stores names only: 16 of them make a ResNet-34.
+  genotype_lib.save_reference_csv(geno, tmp_path / 'g.csv')
+  assert genotype_lib.load(tmp_path / 'g.csv') == geno
+  assert genotype_lib.parse(','.join(names)) == geno
+  assert genotype_lib.uniform('Conv', arch='resnet34').blocks == ('Conv',) * 16
+  with pytest.raises(ValueError, match='WRN-40-2 has 18 blocks'):
+    genotype_lib.parse(','.join(names), arch='wrn', depth=40)
