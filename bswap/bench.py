@@ -64,7 +64,9 @@ def _parser() -> argparse.ArgumentParser:
   p.add_argument('--batch', type=int, default=128)
   p.add_argument('--engine', default='fast', choices=('fast', 'reference'))
   p.add_argument('--conv-impl', default='fast', choices=('fast', 'xla'))
-  p.add_argument('--threads', type=int, default=1, help='candidates scored concurrently')
+  p.add_argument(
+    '--threads', type=int, default=None, help='candidates scored concurrently (default: config)'
+  )
   p.add_argument(
     '--low-memory', action='store_true', help='mmap large buffers: smaller peak, ~1.3x slower'
   )
@@ -97,7 +99,7 @@ def bench_config(args):
   config.search.num_candidates = args.candidates
   config.search.batch_size = args.batch
   config.search.engine, config.search.conv_impl = args.engine, args.conv_impl
-  config.search.threads = args.threads
+  config.search.threads = args.threads or config.search.threads
   config.search.low_memory = args.low_memory
   config.search.compilation_cache_dir = args.cache_dir
   return config
@@ -119,7 +121,7 @@ def run(args) -> dict:
     'jax_version': jax.__version__,
     'engine': args.engine,
     'conv_impl': args.conv_impl,
-    'threads': args.threads,
+    'threads': config.search.threads,
     'low_memory': args.low_memory,
     'candidates': len(scored),
     'budget': args.budget,

@@ -8,14 +8,17 @@ on a CPU that is tens of seconds each. Here a candidate is scored as
 
 with one compiled forward and one compiled backward per (block type, input
 shape, stride), reused by every candidate, so the number of compiles is
-bounded by the menu and the skeleton, not by the number of candidates.
+bounded by the menu and the skeleton, not by the number of candidates. The
+pieces are compiled ahead of time, once each even when several candidates are
+scored on threads at the same time (`search.threads`), and the weights come
+from a generator that needs no per-shape compile (`bswap.weights`).
 
 Why this is exact: each block's pullback returns dL/d(probe) next to dL/dx
 (the probe's zero perturbation is an input of the differentiated function,
 as in the reference path; in a pre-activation block it is just the cotangent
 of the block's output, since the probe is added straight to the skip). No
 weight gradient is ever formed (the weights are closed over as constants),
-and the weights themselves come from `models.init_part_fn`, the seed
+and the weights themselves come from `bswap.weights`, the seed
 contract's generator, so candidate i has bit-for-bit the weights the
 reference path gives it.
 
@@ -27,7 +30,8 @@ reordering; `tests/engine_test.py` checks it in float32 and float64.
 
 from __future__ import annotations
 
-import functools
+import concurrent.futures
+import threading
 
 import flax.linen as nn
 import jax
@@ -41,14 +45,19 @@ from bswap import fisher
 from bswap import genotype as genotype_lib
 from bswap import host_memory
 from bswap import models
+from bswap import weights
 
 
-@functools.cache
 def _block_forward(module: nn.Module):
-  """jit: (variables, x) -> (y, probe, pullback); the pullback holds the residuals.
+  """(variables, x) -> (y, probe, pullback); the pullback holds the residuals.
 
   The pullback maps dL/dy to (dL/dx, dL/dprobe): the probe's zero perturbation
   is a second input of the differentiated function, as in the reference path.
+  Only conv outputs are kept for the backward pass (`dots_saveable`); batch
+  norms, ReLUs and depthwise multiply-adds are recomputed there from them.
+  That keeps 2 activations per block instead of 6.5-13 (3.25 per BN-ReLU:
+  input, centred input, output, mask), so two candidates in flight need less
+  memory than one did, at no measurable cost in time (docs/benchmarks.md).
   """
 
   def forward(variables, x):
@@ -60,53 +69,87 @@ def _block_forward(module: nn.Module):
       (y, probe), _ = module.apply(perturbed, x, train=True, mutable=['batch_stats'])
       return y, probe
 
+    apply = jax.checkpoint(apply, policy=jax.checkpoint_policies.dots_saveable)
     y, pullback, probe = jax.vjp(apply, x, eps, has_aux=True)
     return y, probe, pullback
 
-  return jax.jit(forward)
+  return forward
 
 
-@jax.jit
 def _block_backward(pullback, probe, dy):
   """(dL/dx, block Fisher) from the block's saved pullback and dL/dy."""
   dx, dprobe = pullback(dy)
   return dx, fisher.block_fisher(probe, dprobe)
 
 
-@jax.jit
 def _first_block_fisher(pullback, probe, dy):
   """Block 0's Fisher term: its dL/dx is never needed, and jit prunes it."""
   _, dprobe = pullback(dy)
   return fisher.block_fisher(probe, dprobe)
 
 
-# Pre-activation blocks add the probe straight to the skip: dL/dprobe = dL/dy.
-_block_fisher = jax.jit(fisher.block_fisher)
-
-
-@functools.cache
 def _stem_forward(module: nn.Module):
-  """jit: (variables, images) -> the stem's output (batch statistics in training mode)."""
+  """(variables, images) -> the stem's output (batch statistics in training mode)."""
 
   def forward(variables, images):
     return module.apply(variables, images, train=True, mutable=['batch_stats'])[0]
 
-  return jax.jit(forward)
+  return forward
 
 
-@functools.cache
 def _head_gradient(module: nn.Module):
-  """jit: (variables, x, labels) -> dL/dx for the mean cross-entropy of the head."""
+  """(variables, x, labels) -> dL/dx for the mean cross-entropy of the head."""
 
   def loss(x, variables, labels):
     logits, _ = module.apply(variables, x, train=True, mutable=['batch_stats'])
     return distill.cross_entropy(logits, labels)
 
-  return jax.jit(jax.grad(loss))
+  return lambda variables, x, labels: jax.grad(loss)(x, variables, labels)
+
+
+class _BuildOnce:
+  """A thread-safe table of things built once: concurrent askers of a key wait for one build.
+
+  With candidates scored on several threads, two of them often need the same
+  new executable at once; jit's own cache would let both compile it.
+  """
+
+  def __init__(self):
+    self._lock = threading.Lock()
+    self._futures: dict = {}
+
+  def get(self, key, build):
+    with self._lock:
+      future = self._futures.get(key)
+      owner = future is None
+      if owner:
+        future = self._futures[key] = concurrent.futures.Future()
+    if owner:
+      try:
+        future.set_result(build())
+      except BaseException as e:
+        future.set_exception(e)
+        with self._lock:
+          del self._futures[key]  # a later call may retry
+        raise
+    return future.result()
+
+
+# One executable per (piece, module, input shapes), shared by every Engine.
+_EXECUTABLES = _BuildOnce()
+
+
+def _spec(x) -> jax.ShapeDtypeStruct:
+  return jax.ShapeDtypeStruct(x.shape, x.dtype)
+
+
+def _compiled(key, fn, *args):
+  """`fn` compiled ahead of time for the shapes of `args` (arrays or specs), built once per key."""
+  return _EXECUTABLES.get(key, lambda: jax.jit(fn).lower(*args).compile())
 
 
 class Engine:
-  """Scores genotypes of one skeleton; compiled pieces are shared across calls."""
+  """Scores genotypes of one skeleton; compiled pieces are shared across calls and threads."""
 
   def __init__(self, skel: arch_lib.Skeleton, conv_impl: str = 'fast', low_memory: bool = False):
     self.skeleton = skel
@@ -118,9 +161,36 @@ class Engine:
     """Per-part variables of candidate `index`, exactly as `models.init_variables`."""
     parts = models.build_parts(geno, self.skeleton, named=False)  # the canonical modules
     return [
-      models.init_part_fn(module, shape[2])(models.block_key(seed, index, part))
+      weights.part_variables(module, shape[2], weights.part_key(seed, index, part))
       for _, module, part, shape in parts
     ]
+
+  def _parts(self, geno):
+    parts = models.build_parts(geno, self.skeleton, named=False, conv_impl=self.conv_impl)
+    return [(module, shape[2]) for _, module, _, shape in parts]
+
+  def _stem(self, module, v, images):
+    return _compiled(('stem', module, _spec(images)), _stem_forward(module), v, images)
+
+  def _forward(self, module, v, x):
+    return _compiled(('forward', module, _spec(x)), _block_forward(module), v, x)
+
+  def _backward(self, module, x, forward, first: bool):
+    """The backward piece of a block (for `forward`'s outputs); block 0 needs no dL/dx.
+
+    Called as (pullback, probe, dy), except a pre-activation block 0: (probe, dy).
+    """
+    y, probe, pullback = forward.out_info  # the pullback's tree is the one forward returns
+    if not first:
+      return _compiled(('backward', module, _spec(x)), _block_backward, pullback, probe, y)
+    if self.skeleton.post_activation:  # a ReLU lies between the probe and the output
+      return _compiled(('first', module, _spec(x)), _first_block_fisher, pullback, probe, y)
+    # Pre-activation: the probe is added straight to the skip, dL/dprobe = dL/dy.
+    return _compiled(('fisher', _spec(probe)), fisher.block_fisher, probe, y)
+
+  def _head(self, module, v, x, labels):
+    key = ('head', module, _spec(x), _spec(labels))
+    return _compiled(key, _head_gradient(module), v, x, labels)
 
   def score(self, geno: genotype_lib.Genotype, seed: int, index: int, images, labels):
     """(total, per_block) Fisher potential, as numpy float values."""
@@ -131,24 +201,25 @@ class Engine:
   def score_async(self, geno, seed, index, images, labels) -> jax.Array:
     """Per-block scores as a device array, without waiting for the result."""
     variables = self.variables(geno, seed, index)
-    parts = models.build_parts(geno, self.skeleton, named=False, conv_impl=self.conv_impl)
-    stem, *block_parts, head = [module for _, module, _, _ in parts]
+    (stem, _), *block_parts, (head, _) = self._parts(geno)
     # Forward: block by block, keeping each block's probe and pullback.
-    x = _stem_forward(stem)(variables[0], images)
+    x = self._stem(stem, variables[0], images)(variables[0], images)
     saved = []
-    for module, v in zip(block_parts, variables[1:-1]):
-      x, probe, pullback = _block_forward(module)(v, x)
-      saved.append((probe, pullback))
+    for (module, _), v in zip(block_parts, variables[1:-1]):
+      forward = self._forward(module, v, x)
+      backward = self._backward(module, x, forward, first=not saved)
+      x, probe, pullback = forward(v, x)
+      saved.append((probe, pullback, backward))
     # Backward, activation-only; the first block needs no dL/dx.
-    dy = _head_gradient(head)(x, variables[-1], labels)
+    dy = self._head(head, variables[-1], x, labels)(variables[-1], x, labels)
     scores = []
     for b in range(len(saved) - 1, -1, -1):
-      probe, pullback = saved[b]
+      probe, pullback, backward = saved[b]
       if b > 0:
-        dy, score = _block_backward(pullback, probe, dy)
-      elif self.skeleton.post_activation:  # a ReLU lies between the probe and the output
-        score = _first_block_fisher(pullback, probe, dy)
+        dy, score = backward(pullback, probe, dy)
+      elif self.skeleton.post_activation:
+        score = backward(pullback, probe, dy)
       else:
-        score = _block_fisher(probe, dy)
+        score = backward(probe, dy)
       scores.append(score)
     return jnp.stack(scores[::-1])

@@ -8,23 +8,23 @@ probes are each block's residual-branch output before the add (also sown under
 'intermediates'). `build(genotype)` picks the class from the genotype's arch.
 
 Initialise with `init_variables(model, seed, index)`, not `model.init`: it
-implements the seed contract of SPEC section 4, drawing block b's weights from
-`fold_in(fold_in(PRNGKey(seed), index), b)` (stem b = B, head b = B + 1), so a
-candidate's weights depend only on the seed, its index and the block index.
+implements the seed contract of SPEC section 4 (`bswap.weights`), drawing block
+b's weights from `fold_in(fold_in(PRNGKey(seed), index), b)` (stem b = B, head
+b = B + 1), so a candidate's weights depend only on the seed, its index and the
+block index, and the distributions are SPEC section 2's.
 """
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
 from bswap import arch as arch_lib
 from bswap import blocks
 from bswap import genotype as genotype_lib
+from bswap import weights
 
 
 class Stem(nn.Module):
@@ -83,11 +83,6 @@ def pool_and_classify(x, num_classes: int):
   """
   x = jnp.mean(x, axis=(1, 2))
   return nn.Dense(num_classes, kernel_init=blocks.DENSE_INIT, name='dense')(x)
-
-
-def block_key(seed: int, index: int, part: int) -> jax.Array:
-  """The seed contract: the key of part `part` of candidate `index`."""
-  return jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(seed), index), part)
 
 
 class _MixedNet(nn.Module):
@@ -177,36 +172,17 @@ def genotype_of(model: _MixedNet) -> genotype_lib.Genotype:
   return genotype_lib.Genotype(tuple(model.genotype), model.arch, model.depth, model.width)
 
 
-@functools.cache
-def init_part_fn(module: nn.Module, in_channels: int):
-  """Jitted `key -> variables` of one standalone part, cached per module and width.
-
-  Parameter values depend neither on the input's values nor on its spatial
-  size, so a 4x4 dummy stands in; compiled once per (part type, shape), the
-  init costs milliseconds instead of the ~1 s per new op shape of eager init.
-  This function *is* the seed contract's weight generator: every path that
-  needs a candidate's weights must come through it.
-  """
-
-  def init(key):
-    dummy = jnp.zeros((1, 4, 4, in_channels), jnp.float32)
-    variables = module.init(key, dummy, train=False)
-    return {k: v for k, v in variables.items() if k in ('params', 'batch_stats')}
-
-  return jax.jit(init)
-
-
 def init_variables(model: _MixedNet, seed: int, index: int = 0, image_size: int | None = None):
   """Variables {'params', 'batch_stats'} of candidate `index` by the seed contract.
 
-  Each part (stem, block b, head) is initialised on its own from
-  `block_key(seed, index, part)`.
+  Each part (stem, block b, head) is drawn on its own by `bswap.weights`
+  from `part_key(seed, index, part)`.
   """
   params, batch_stats = {}, {}
   geno = genotype_of(model)
   skel = geno.skeleton(image_size, model.num_classes)
   for name, module, part, shape in build_parts(geno, skel, named=False):
-    variables = init_part_fn(module, shape[2])(block_key(seed, index, part))
+    variables = weights.part_variables(module, shape[2], weights.part_key(seed, index, part))
     params[name] = variables['params']
     if 'batch_stats' in variables:
       batch_stats[name] = variables['batch_stats']

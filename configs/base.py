@@ -64,9 +64,12 @@ def cifar_config(budget: int) -> ml_collections.ConfigDict:
   # 'reference': one whole-network compile per candidate (bswap/fisher.py).
   config.search.engine = 'fast'
   config.search.conv_impl = 'fast'  # 'xla': native convs (bit-identical to 'reference')
-  config.search.threads = 1  # candidates scored concurrently (XLA runs outside the GIL)
+  # Candidates scored concurrently (XLA runs outside the GIL): XLA:CPU keeps ~1.4
+  # of 2 cores busy with one, ~1.9 with two (1.5x the candidates per second).
+  config.search.threads = 2
   # True: large buffers mmapped and unmapped on their own (glibc), a smaller peak
-  # (WRN-40-2: 3.2 against 3.8 GiB) for ~1.3x the time (bswap/host_memory.py).
+  # for ~1.3x the time (bswap/host_memory.py). Rarely needed since the engine keeps
+  # only conv outputs for its backward pass (docs/benchmarks.md).
   config.search.low_memory = False
   # Persistent XLA compilation cache: a second search skips the compiles.
   config.search.compilation_cache_dir = '~/.cache/bswap/jax'  # '' disables it
@@ -200,6 +203,9 @@ def imagenet_config(budget: int) -> ml_collections.ConfigDict:
 
   # The Fisher batch is SPEC's 128 training images, random-resized-cropped.
   config.search.batch_size = 128
+  # At 224 px the convs already keep both cores of a 2-core CPU busy: a second
+  # candidate in flight is no faster and needs 3.5 GiB more (docs/benchmarks.md).
+  config.search.threads = 1
 
   tc = config.train
   tc.epochs = 100

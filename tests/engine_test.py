@@ -1,5 +1,8 @@
 """The fast engine against the reference path (`bswap.fisher`), and its compiles."""
 
+import concurrent.futures
+import time
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -148,3 +151,34 @@ def test_fast_convs_equal_native_convs(channels, groups, stride):
 def test_unknown_conv_impl_is_an_error():
   with pytest.raises(ValueError, match="conv impl must be 'xla' or 'fast'"):
     convs.conv2d(jnp.zeros((1, 4, 4, 2)), jnp.zeros((3, 3, 1, 2)), 1, 2, 'cudnn')
+
+
+def test_pieces_are_built_once_when_threads_ask_together():
+  table, built = engine._BuildOnce(), []
+
+  def build():
+    time.sleep(0.05)  # long enough for every thread to ask while it runs
+    built.append(1)
+    return object()
+
+  with concurrent.futures.ThreadPoolExecutor(8) as pool:
+    results = list(pool.map(lambda _: table.get('k', build), range(8)))
+  assert len(built) == 1 and all(r is results[0] for r in results)
+
+  def fail():
+    raise RuntimeError('compile failed')
+
+  with pytest.raises(RuntimeError, match='compile failed'):
+    table.get('bad', fail)
+  assert table.get('bad', lambda: 'retried') == 'retried'  # a failure is not cached
+
+
+def test_candidates_on_two_threads_score_as_on_one():
+  x, y = _batch(jnp.float32)
+  fast = engine.Engine(SKEL, 'fast')
+  items = list(enumerate(GENOTYPES[:6]))
+  one = [fast.score(g, SEED, i, x, y)[1] for i, g in items]
+  with concurrent.futures.ThreadPoolExecutor(2) as pool:
+    two = list(pool.map(lambda item: fast.score(item[1], SEED, item[0], x, y)[1], items))
+  for a, b in zip(one, two):
+    np.testing.assert_array_equal(a, b)

@@ -12,6 +12,7 @@ from bswap import blocks
 from bswap import genotype as genotype_lib
 from bswap import menu
 from bswap import models
+from bswap import weights
 
 SMALL = dict(depth=10, width=2)  # 3 blocks, one per stage: fast on a CPU
 
@@ -46,19 +47,17 @@ def test_seed_contract_block_weights_depend_on_seed_index_and_block_only():
   v2 = models.init_variables(models.WideResNet(**SMALL, genotype=changed), seed=3, index=7)
   for part in ('block_1', 'block_2', 'stem', 'head'):
     jax.tree.map(np.testing.assert_array_equal, v1['params'][part], v2['params'][part])
-  # Each part is the standalone part initialised from the contract's key.
+  # Each part is the standalone part drawn from the contract's key.
   block = blocks.PreActBlock('DConv', 64, 2)
-  alone = models.init_part_fn(block, 32)(models.block_key(3, 7, 1))
+  alone = weights.part_variables(block, 32, weights.part_key(3, 7, 1))
   jax.tree.map(np.testing.assert_array_equal, alone['params'], v1['params']['block_1'])
-  head = models.init_part_fn(models.PreActHead(10), 128)(models.block_key(3, 7, 4))
+  head = weights.part_variables(models.PreActHead(10), 128, weights.part_key(3, 7, 4))
   jax.tree.map(np.testing.assert_array_equal, head['params'], v1['params']['head'])
-  # Flax's own (eager) init of the part agrees up to float rounding.
-  eager = block.init(models.block_key(3, 7, 1), jnp.zeros((1, 4, 4, 32)), train=False)
-  jax.tree.map(
-    lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7),
-    eager['params'],
-    v1['params']['block_1'],
-  )
+  # The tree is Flax's own: same paths, shapes and dtypes as `module.init`.
+  flax_init = block.init(weights.part_key(3, 7, 1), jnp.zeros((1, 4, 4, 32)), train=False)
+  assert jax.tree.structure(flax_init['params']) == jax.tree.structure(alone['params'])
+  shape_of = lambda x: (x.shape, x.dtype)
+  assert jax.tree.map(shape_of, flax_init['params']) == jax.tree.map(shape_of, alone['params'])
   # Another candidate index or seed draws other weights.
   v3 = models.init_variables(models.WideResNet(**SMALL, genotype=base), seed=3, index=8)
   v4 = models.init_variables(models.WideResNet(**SMALL, genotype=base), seed=4, index=7)
@@ -269,11 +268,8 @@ def test_resnet34_uses_the_seed_contract_and_rejects_other_depths():
   a = models.init_variables(model, 5, 2, image_size=64)
   b = models.init_variables(model, 5, 2, image_size=224)
   jax.tree.map(np.testing.assert_array_equal, a, b)
-  stem_key = models.block_key(5, 2, 16)  # the stem is part B = 16
-  expected = models.PoolStem().init(stem_key, jnp.zeros((1, 4, 4, 3)), train=False)
-  # Eager init rounds the scaling of the normal draws apart from jit's fused one: ulps.
-  check = lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-8)
-  jax.tree.map(check, a['params']['stem'], expected['params'])
+  stem = weights.part_variables(models.PoolStem(), 3, weights.part_key(5, 2, 16))  # stem: B = 16
+  jax.tree.map(np.testing.assert_array_equal, a['params']['stem'], stem['params'])
   assert a['params']['head']['dense']['kernel'].shape == (512, 10)
   with pytest.raises(ValueError, match='resnet34 has depth 34 and width 1'):
     genotype_lib.Genotype(geno.blocks, 'resnet34', 18, 1)
