@@ -165,9 +165,9 @@ class Engine:
       for _, module, part, shape in parts
     ]
 
-  def _parts(self, geno):
+  def _modules(self, geno):
     parts = models.build_parts(geno, self.skeleton, named=False, conv_impl=self.conv_impl)
-    return [(module, shape[2]) for _, module, _, shape in parts]
+    return [module for _, module, _, _ in parts]
 
   def _stem(self, module, v, images):
     return _compiled(('stem', module, _spec(images)), _stem_forward(module), v, images)
@@ -201,11 +201,11 @@ class Engine:
   def score_async(self, geno, seed, index, images, labels) -> jax.Array:
     """Per-block scores as a device array, without waiting for the result."""
     variables = self.variables(geno, seed, index)
-    (stem, _), *block_parts, (head, _) = self._parts(geno)
+    stem, *block_modules, head = self._modules(geno)
     # Forward: block by block, keeping each block's probe and pullback.
     x = self._stem(stem, variables[0], images)(variables[0], images)
     saved = []
-    for (module, _), v in zip(block_parts, variables[1:-1]):
+    for module, v in zip(block_modules, variables[1:-1]):
       forward = self._forward(module, v, x)
       backward = self._backward(module, x, forward, first=not saved)
       x, probe, pullback = forward(v, x)
