@@ -180,13 +180,24 @@ class Engine:
 
     Called as (pullback, probe, dy), except a pre-activation block 0: (probe, dy).
     """
-    y, probe, pullback = forward.out_info  # the pullback's tree is the one forward returns
+
+    def build(fn, with_pullback=True):
+      def compile_piece():  # out_info costs ~0.2 ms: read it only to compile
+        y, probe, pullback = forward.out_info  # the pullback's tree is the one forward returns
+        args = (pullback, probe, y) if with_pullback else (probe, y)
+        return jax.jit(fn).lower(*args).compile()
+
+      return compile_piece
+
     if not first:
-      return _compiled(('backward', module, _spec(x)), _block_backward, pullback, probe, y)
+      return _EXECUTABLES.get(('backward', module, _spec(x)), build(_block_backward))
     if self.skeleton.post_activation:  # a ReLU lies between the probe and the output
-      return _compiled(('first', module, _spec(x)), _first_block_fisher, pullback, probe, y)
+      return _EXECUTABLES.get(('first', module, _spec(x)), build(_first_block_fisher))
     # Pre-activation: the probe is added straight to the skip, dL/dprobe = dL/dy.
-    return _compiled(('fisher', _spec(probe)), fisher.block_fisher, probe, y)
+    # One piece per probe shape (batch, size, size, out_ch), whatever the block type.
+    size = arch_lib.conv_out_size(x.shape[1], 3, module.stride)
+    key = ('fisher', x.shape[0], size, module.out_ch, x.dtype)
+    return _EXECUTABLES.get(key, build(fisher.block_fisher, with_pullback=False))
 
   def _head(self, module, v, x, labels):
     key = ('head', module, _spec(x), _spec(labels))

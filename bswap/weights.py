@@ -32,6 +32,7 @@ import numpy as np
 
 CHUNK = 1 << 14
 NORMAL, UNIFORM = 0, 1
+_STREAMS = {'normal': NORMAL, 'uniform': UNIFORM}
 COLLECTIONS = ('params', 'batch_stats')
 
 
@@ -78,37 +79,37 @@ def leaf_rule(collection: str, name: str, shape: tuple[int, ...]) -> tuple[str, 
 
 @functools.cache
 def _layout(module: nn.Module, in_channels: int):
-  """(treedef, [(shape, distribution, scale)]) of a part's variables, traced, not compiled.
+  """(treedef, [(shape, stream or None, scale)], {stream: values needed}) of a part, traced.
 
   Parameter shapes depend on the input's channels only; a 4x4 dummy stands in.
+  A constant leaf has stream None and its value as the scale.
   """
   dummy = jax.ShapeDtypeStruct((1, 4, 4, in_channels), jnp.float32)
   shapes = jax.eval_shape(lambda x: module.init(jax.random.PRNGKey(0), x, train=False), dummy)
   shapes = {c: shapes[c] for c in COLLECTIONS if c in shapes}
   with_path, treedef = jax.tree_util.tree_flatten_with_path(shapes)
-  leaves = []
+  leaves, need = [], {}
   for path, leaf in with_path:
-    collection, name = path[0].key, path[-1].key
-    leaves.append((leaf.shape, *leaf_rule(collection, name, leaf.shape)))
-  return treedef, leaves
+    dist, scale = leaf_rule(path[0].key, path[-1].key, leaf.shape)
+    stream = _STREAMS.get(dist)  # None: a constant
+    if stream is not None:
+      need[stream] = need.get(stream, 0) + math.prod(leaf.shape)
+    leaves.append((leaf.shape, stream, scale))
+  return treedef, leaves, need
 
 
 def part_variables(module: nn.Module, in_channels: int, key: jax.Array) -> dict:
   """{'params', 'batch_stats'} of one standalone part, drawn from `key` by the contract."""
-  treedef, leaves = _layout(module, in_channels)
-  need = {NORMAL: 0, UNIFORM: 0}
-  for shape, dist, _ in leaves:
-    if dist != 'const':
-      need[NORMAL if dist == 'normal' else UNIFORM] += math.prod(shape)
-  streams = {s: _stream(key, s, n) for s, n in need.items() if n}
-  taken = {NORMAL: 0, UNIFORM: 0}
+  treedef, leaves, need = _layout(module, in_channels)
+  streams = {s: _stream(key, s, n) for s, n in need.items()}
+  taken = dict.fromkeys(streams, 0)
   values = []
-  for shape, dist, scale in leaves:
-    if dist == 'const':
+  for shape, stream, scale in leaves:
+    if stream is None:
       values.append(np.full(shape, scale, np.float32))
       continue
-    s, size = (NORMAL if dist == 'normal' else UNIFORM), math.prod(shape)
-    flat = streams[s][taken[s] : taken[s] + size]
-    taken[s] += size
+    size = math.prod(shape)
+    flat = streams[stream][taken[stream] : taken[stream] + size]
+    taken[stream] += size
     values.append((flat * np.float32(scale)).reshape(shape))
   return jax.tree_util.tree_unflatten(treedef, values)
