@@ -26,9 +26,9 @@ import sys  # noqa: E402
 import jax  # noqa: E402
 from jax import monitoring  # noqa: E402
 
-from bswap import arch as arch_lib  # noqa: E402
 from bswap import files  # noqa: E402
-from bswap import search  # noqa: E402
+from bswap.nets import arch as arch_lib  # noqa: E402
+from bswap.search import run as search  # noqa: E402
 from configs import base  # noqa: E402
 
 _COMPILE_EVENT = '/jax/core/compile/backend_compile_duration'

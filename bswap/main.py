@@ -16,8 +16,8 @@ from absl import logging
 from ml_collections import config_flags
 
 from bswap import parallel
-from bswap import search
-from bswap import train
+from bswap.search import run as search
+from bswap.train import loop as train
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', None, 'Config file, e.g. configs/cifar_400k.py[:smoke].')

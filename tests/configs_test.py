@@ -6,10 +6,10 @@ import pathlib
 import numpy as np
 import pytest
 
-from bswap import accounting
-from bswap import arch
-from bswap import sampler
-from bswap import train
+from bswap.nets import accounting
+from bswap.nets import arch
+from bswap.search import sampler
+from bswap.train import loop as train
 from configs import base
 
 CONFIGS = sorted(p.stem for p in pathlib.Path('configs').glob('*.py') if p.stem[0] != '_')

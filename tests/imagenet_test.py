@@ -11,12 +11,12 @@ import jax
 import numpy as np
 import pytest
 
-from bswap import accounting
-from bswap import checkpoint
-from bswap import genotype as genotype_lib
-from bswap import models
-from bswap import search
-from bswap import train
+from bswap.nets import accounting
+from bswap.nets import genotype as genotype_lib
+from bswap.nets import models
+from bswap.search import run as search
+from bswap.train import checkpoint
+from bswap.train import loop as train
 from configs import imagenet_3m
 
 MENU = 'G(N),BG(2,M/4)'  # at 32 px and 10 classes, 1.4M-2.6M parameters

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
 
-from bswap import device_data
-from bswap import input_pipeline
 from bswap import parallel
+from bswap.data import arrays as input_pipeline
+from bswap.data import resident as device_data
 
 
 @pytest.fixture(scope='module')

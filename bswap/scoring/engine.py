@@ -1,0 +1,236 @@
+"""Fast Fisher scoring: block by block, with compiles shared by every candidate.
+
+The reference path (`bswap.fisher`) compiles a whole network per candidate:
+on a CPU that is tens of seconds each. Here a candidate is scored as
+
+  stem -> block_0 -> ... -> block_{B-1} -> head          (forward, saving residuals)
+  dL/dx_head -> block_{B-1} -> ... -> block_0             (activation-only backward)
+
+with one compiled forward and one compiled backward per (block type, input
+shape, stride), reused by every candidate, so the number of compiles is
+bounded by the menu and the skeleton, not by the number of candidates. The
+pieces are compiled ahead of time, once each even when several candidates are
+scored on threads at the same time (`search.threads`), and the weights come
+from a generator that needs no per-shape compile (`bswap.weights`).
+
+Why this is exact: each block's pullback returns dL/d(probe) next to dL/dx
+(the probe's zero perturbation is an input of the differentiated function,
+as in the reference path; in a pre-activation block it is just the cotangent
+of the block's output, since the probe is added straight to the skip). No
+weight gradient is ever formed (the weights are closed over as constants),
+and the weights themselves come from `bswap.weights`, the seed
+contract's generator, so candidate i has bit-for-bit the weights the
+reference path gives it.
+
+Convolutions use `convs.conv2d(impl='fast')` by default: the same function
+with kernels XLA:CPU runs faster (grouped convs as block-diagonal GEMMs,
+depthwise as shifted multiply-adds). Scores match the reference up to float
+reordering; `tests/engine_test.py` checks it in float32 and float64.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import threading
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from bswap import losses as distill
+from bswap.nets import arch as arch_lib
+from bswap.nets import blocks
+from bswap.nets import genotype as genotype_lib
+from bswap.nets import models
+from bswap.nets import weights
+from bswap.scoring import fisher
+from bswap.search import memory as host_memory
+
+
+def _block_forward(module: nn.Module):
+  """(variables, x) -> (y, probe, pullback); the pullback holds the residuals.
+
+  The pullback maps dL/dy to (dL/dx, dL/dprobe): the probe's zero perturbation
+  is a second input of the differentiated function, as in the reference path.
+  Only conv outputs are kept for the backward pass (`dots_saveable`); batch
+  norms, ReLUs and depthwise multiply-adds are recomputed there from them.
+  That keeps 2 activations per block instead of 6.5-13 (3.25 per BN-ReLU:
+  input, centred input, output, mask), so two candidates in flight need less
+  memory than one did, at no measurable cost in time (docs/benchmarks.md).
+  """
+
+  def forward(variables, x):
+    size = arch_lib.conv_out_size(x.shape[1], 3, module.stride)
+    eps = jnp.zeros((x.shape[0], size, size, module.out_ch), x.dtype)
+
+    def apply(x, eps):
+      perturbed = {**variables, 'perturbations': {blocks.PROBE: eps}}
+      (y, probe), _ = module.apply(perturbed, x, train=True, mutable=['batch_stats'])
+      return y, probe
+
+    apply = jax.checkpoint(apply, policy=jax.checkpoint_policies.dots_saveable)
+    y, pullback, probe = jax.vjp(apply, x, eps, has_aux=True)
+    return y, probe, pullback
+
+  return forward
+
+
+def _block_backward(pullback, probe, dy):
+  """(dL/dx, block Fisher) from the block's saved pullback and dL/dy."""
+  dx, dprobe = pullback(dy)
+  return dx, fisher.block_fisher(probe, dprobe)
+
+
+def _first_block_fisher(pullback, probe, dy):
+  """Block 0's Fisher term: its dL/dx is never needed, and jit prunes it."""
+  _, dprobe = pullback(dy)
+  return fisher.block_fisher(probe, dprobe)
+
+
+def _stem_forward(module: nn.Module):
+  """(variables, images) -> the stem's output (batch statistics in training mode)."""
+
+  def forward(variables, images):
+    return module.apply(variables, images, train=True, mutable=['batch_stats'])[0]
+
+  return forward
+
+
+def _head_gradient(module: nn.Module):
+  """(variables, x, labels) -> dL/dx for the mean cross-entropy of the head."""
+
+  def loss(x, variables, labels):
+    logits, _ = module.apply(variables, x, train=True, mutable=['batch_stats'])
+    return distill.cross_entropy(logits, labels)
+
+  return lambda variables, x, labels: jax.grad(loss)(x, variables, labels)
+
+
+class _BuildOnce:
+  """A thread-safe table of things built once: concurrent askers of a key wait for one build.
+
+  With candidates scored on several threads, two of them often need the same
+  new executable at once; jit's own cache would let both compile it.
+  """
+
+  def __init__(self):
+    self._lock = threading.Lock()
+    self._futures: dict = {}
+
+  def get(self, key, build):
+    with self._lock:
+      future = self._futures.get(key)
+      owner = future is None
+      if owner:
+        future = self._futures[key] = concurrent.futures.Future()
+    if owner:
+      try:
+        future.set_result(build())
+      except BaseException as e:
+        future.set_exception(e)
+        with self._lock:
+          del self._futures[key]  # a later call may retry
+        raise
+    return future.result()
+
+
+# One executable per (piece, module, input shapes), shared by every Engine.
+_EXECUTABLES = _BuildOnce()
+
+
+def _spec(x) -> jax.ShapeDtypeStruct:
+  return jax.ShapeDtypeStruct(x.shape, x.dtype)
+
+
+def _compiled(key, fn, *args):
+  """`fn` compiled ahead of time for the shapes of `args` (arrays or specs), built once per key."""
+  return _EXECUTABLES.get(key, lambda: jax.jit(fn).lower(*args).compile())
+
+
+class Engine:
+  """Scores genotypes of one skeleton; compiled pieces are shared across calls and threads."""
+
+  def __init__(self, skel: arch_lib.Skeleton, conv_impl: str = 'fast', low_memory: bool = False):
+    self.skeleton = skel
+    self.conv_impl = conv_impl
+    # Else the process keeps what every compile freed (bswap/host_memory.py).
+    host_memory.return_freed_memory(low=low_memory)
+
+  def variables(self, geno: genotype_lib.Genotype, seed: int, index: int):
+    """Per-part variables of candidate `index`, exactly as `models.init_variables`."""
+    parts = models.build_parts(geno, self.skeleton, named=False)  # the canonical modules
+    return [
+      weights.part_variables(module, shape[2], weights.part_key(seed, index, part))
+      for _, module, part, shape in parts
+    ]
+
+  def _modules(self, geno):
+    parts = models.build_parts(geno, self.skeleton, named=False, conv_impl=self.conv_impl)
+    return [module for _, module, _, _ in parts]
+
+  def _stem(self, module, v, images):
+    return _compiled(('stem', module, _spec(images)), _stem_forward(module), v, images)
+
+  def _forward(self, module, v, x):
+    return _compiled(('forward', module, _spec(x)), _block_forward(module), v, x)
+
+  def _backward(self, module, x, forward, first: bool):
+    """The backward piece of a block (for `forward`'s outputs); block 0 needs no dL/dx.
+
+    Called as (pullback, probe, dy), except a pre-activation block 0: (probe, dy).
+    """
+
+    def build(fn, with_pullback=True):
+      def compile_piece():  # out_info costs ~0.2 ms: read it only to compile
+        y, probe, pullback = forward.out_info  # the pullback's tree is the one forward returns
+        args = (pullback, probe, y) if with_pullback else (probe, y)
+        return jax.jit(fn).lower(*args).compile()
+
+      return compile_piece
+
+    if not first:
+      return _EXECUTABLES.get(('backward', module, _spec(x)), build(_block_backward))
+    if self.skeleton.post_activation:  # a ReLU lies between the probe and the output
+      return _EXECUTABLES.get(('first', module, _spec(x)), build(_first_block_fisher))
+    # Pre-activation: the probe is added straight to the skip, dL/dprobe = dL/dy.
+    # One piece per probe shape (batch, size, size, out_ch), whatever the block type.
+    size = arch_lib.conv_out_size(x.shape[1], 3, module.stride)
+    key = ('fisher', x.shape[0], size, module.out_ch, x.dtype)
+    return _EXECUTABLES.get(key, build(fisher.block_fisher, with_pullback=False))
+
+  def _head(self, module, v, x, labels):
+    key = ('head', module, _spec(x), _spec(labels))
+    return _compiled(key, _head_gradient(module), v, x, labels)
+
+  def score(self, geno: genotype_lib.Genotype, seed: int, index: int, images, labels):
+    """(total, per_block) Fisher potential, as numpy float values."""
+    per_block = self.score_async(geno, seed, index, images, labels)
+    per_block = np.asarray(jax.device_get(per_block), dtype=np.float64)
+    return float(per_block.sum()), per_block
+
+  def score_async(self, geno, seed, index, images, labels) -> jax.Array:
+    """Per-block scores as a device array, without waiting for the result."""
+    variables = self.variables(geno, seed, index)
+    stem, *block_modules, head = self._modules(geno)
+    # Forward: block by block, keeping each block's probe and pullback.
+    x = self._stem(stem, variables[0], images)(variables[0], images)
+    saved = []
+    for module, v in zip(block_modules, variables[1:-1]):
+      forward = self._forward(module, v, x)
+      backward = self._backward(module, x, forward, first=not saved)
+      x, probe, pullback = forward(v, x)
+      saved.append((probe, pullback, backward))
+    # Backward, activation-only; the first block needs no dL/dx.
+    dy = self._head(head, variables[-1], x, labels)(variables[-1], x, labels)
+    scores = []
+    for b in range(len(saved) - 1, -1, -1):
+      probe, pullback, backward = saved[b]
+      if b > 0:
+        dy, score = backward(pullback, probe, dy)
+      elif self.skeleton.post_activation:
+        score = backward(pullback, probe, dy)
+      else:
+        score = backward(probe, dy)
+      scores.append(score)
+    return jnp.stack(scores[::-1])

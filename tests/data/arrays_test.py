@@ -1,0 +1,433 @@
+"""Data sources, the decoded-array cache, CIFAR-10 augmentation and minibatches."""
+
+import hashlib
+import io
+import os
+import pickle
+import random
+import shutil
+import sys
+import tarfile
+import types
+
+import jax
+import numpy as np
+import pytest
+from PIL import Image
+
+from bswap.data import arrays as ip
+
+CLASSES = {'zebra': 3, 'ant': 2, 'mole': 2}  # train images per class; deliberately unsorted
+WHITE = (1 - ip.MEAN) / ip.STD  # a normalised white pixel: positive in every channel
+BLACK = (0 - ip.MEAN) / ip.STD
+
+
+def _write_image(path, color, size=(8, 8), mode='RGB'):
+  path.parent.mkdir(parents=True, exist_ok=True)
+  Image.new(mode, size, color).save(path)
+
+
+def _make_tree(root):
+  """train/ and test/ class folders, written in unsorted order.
+
+  Red encodes the class's sorted index, green the file's index, so the
+  expected arrays can be rebuilt from labels alone.
+  """
+  for split, per_class in (('train', CLASSES), ('test', dict.fromkeys(CLASSES, 1))):
+    for name, count in per_class.items():
+      label = sorted(CLASSES).index(name)
+      for i in reversed(range(count)):
+        _write_image(root / split / name / f'{i:02d}.png', (40 * label + 20, 10 * i, 7))
+  return root
+
+
+def _expected(split):
+  per_class = CLASSES if split == 'train' else dict.fromkeys(CLASSES, 1)
+  labels = [sorted(CLASSES).index(c) for c in sorted(per_class) for _ in range(per_class[c])]
+  files = [i for c in sorted(per_class) for i in range(per_class[c])]
+  colors = [(40 * label + 20, 10 * i, 7) for label, i in zip(labels, files)]
+  images = np.broadcast_to(np.array(colors, np.uint8)[:, None, None, :], (len(labels), 8, 8, 3))
+  return images, np.array(labels, np.int32)
+
+
+def _make_tar(root, dest):
+  """An archive of the tree, files and folders in shuffled order (as the real one is)."""
+  names = [str(p.relative_to(root)) for p in sorted(root.rglob('*'))]
+  random.Random(0).shuffle(names)
+  with tarfile.open(dest, 'w:gz' if dest.suffix == '.gz' else 'w') as tar:
+    for name in names:
+      tar.add(root / name, arcname=name, recursive=False)
+  return dest
+
+
+@pytest.fixture
+def no_tfds(monkeypatch):
+  """Makes `import tensorflow_datasets` fail, whether or not it is installed."""
+  monkeypatch.setitem(sys.modules, 'tensorflow_datasets', None)
+
+
+def test_class_folders_load_from_directory_and_archive_alike(tmp_path):
+  root = _make_tree(tmp_path / 'data')
+  archive = _make_tar(root, tmp_path / 'data.tar.gz')
+  cache = str(tmp_path / 'cache')
+  for split in ('train', 'test'):
+    images, labels = _expected(split)
+    for source in (str(root), str(archive)):
+      ds = ip.load(source, split, cache_dir=cache)
+      assert ds.class_names == ('ant', 'mole', 'zebra')
+      assert ds.images.dtype == np.uint8 and ds.labels.dtype == np.int32
+      assert ds.images.shape == images.shape and len(ds) == len(labels)
+      np.testing.assert_array_equal(ds.images, images)
+      np.testing.assert_array_equal(ds.labels, labels)
+  assert ds.num_classes == 3
+
+
+def test_archive_with_an_enclosing_folder_loads(tmp_path):
+  _make_tree(tmp_path / 'wrap' / 'cifar')
+  archive = _make_tar(tmp_path / 'wrap', tmp_path / 'wrapped.tgz')
+  ds = ip.load(str(archive), 'train', cache_dir=str(tmp_path / 'cache'))
+  np.testing.assert_array_equal(ds.labels, _expected('train')[1])
+
+
+def test_cache_is_written_once_and_reused(tmp_path, monkeypatch):
+  archive = _make_tar(_make_tree(tmp_path / 'data'), tmp_path / 'data.tar.gz')
+  cache = tmp_path / 'cache'
+  first = ip.load(str(archive), 'train', cache_dir=str(cache))
+  (cache_file,) = cache.glob('*.npz')
+  mtime = cache_file.stat().st_mtime_ns
+  assert not [p for p in cache.iterdir() if p.suffix != '.npz']  # no temporary left
+
+  def no_decoding(*args, **kwargs):
+    raise AssertionError('decoded an image although the cache holds it')
+
+  monkeypatch.setattr(Image, 'open', no_decoding)
+  again = ip.load(str(archive), 'train', cache_dir=str(cache))
+  test = ip.load(str(archive), 'test', cache_dir=str(cache))  # one decode serves both splits
+  np.testing.assert_array_equal(again.images, first.images)
+  assert again.class_names == first.class_names and len(test) == 3
+  assert cache_file.stat().st_mtime_ns == mtime
+  # A changed source (here its mtime) is decoded again, into a new cache file.
+  os.utime(archive, ns=(1, 1))
+  with pytest.raises(AssertionError, match='decoded an image'):
+    ip.load(str(archive), 'train', cache_dir=str(cache))
+
+
+def test_one_cache_serves_every_image_size_when_images_share_one(tmp_path, monkeypatch):
+  root = str(_make_tree(tmp_path / 'data'))
+  cache = tmp_path / 'cache'
+  native = ip.load(root, 'train', cache_dir=str(cache))
+  monkeypatch.setattr(Image, 'open', None)  # from here on, nothing may be decoded
+  same = ip.load(root, 'train', image_size=8, cache_dir=str(cache))
+  np.testing.assert_array_equal(same.images, native.images)
+  small = ip.load(root, 'train', image_size=4, cache_dir=str(cache))
+  assert small.images.shape == (7, 4, 4, 3)
+  np.testing.assert_array_equal(small.images, native.images[:, :4, :4])  # uniform colours
+  assert len(list(cache.iterdir())) == 1
+
+
+def test_cache_dir_comes_from_argument_then_env_then_home(tmp_path, monkeypatch):
+  root = str(_make_tree(tmp_path / 'data'))
+  monkeypatch.setenv('HOME', str(tmp_path / 'home'))
+  monkeypatch.delenv('BSWAP_CACHE_DIR', raising=False)
+  ip.load(root, 'train')
+  assert len(list((tmp_path / 'home' / '.cache' / 'bswap').glob('data-*.npz'))) == 1
+  monkeypatch.setenv('BSWAP_CACHE_DIR', str(tmp_path / 'env'))
+  ip.load(root, 'train')
+  assert len(list((tmp_path / 'env').glob('*.npz'))) == 1
+  ip.load(root, 'train', cache_dir=str(tmp_path / 'arg'))
+  assert len(list((tmp_path / 'arg').glob('*.npz'))) == 1
+
+
+def test_images_of_other_sizes_are_resized(tmp_path):
+  root = _make_tree(tmp_path / 'data')
+  _write_image(root / 'train' / 'ant' / 'big.png', 255, size=(12, 10), mode='L')
+  cache = str(tmp_path / 'cache')
+  with pytest.raises(ValueError, match=r'differ in size .*big.png is 12x10.*image_size'):
+    ip.load(str(root), 'train', cache_dir=cache)
+  ds = ip.load(str(root), 'train', image_size=8, cache_dir=cache)
+  assert ds.images.shape == (8, 8, 8, 3)
+  np.testing.assert_array_equal(ds.images[2], 255)  # grayscale white -> RGB white, resized
+  np.testing.assert_array_equal(ds.images[0], _expected('train')[0][0])  # 8x8 left alone
+  assert ip.load(str(root), 'test', image_size=5, cache_dir=cache).images.shape == (3, 5, 5, 3)
+
+
+def _without(split):
+  return lambda root: shutil.rmtree(_make_tree(root) / split)
+
+
+def _plus_image(name, data=None):
+  def build(root):
+    _make_tree(root)
+    if data is None:
+      _write_image(root / name, 0)
+    else:
+      (root / name).write_bytes(data)
+
+  return build
+
+
+def _with_empty_class(root):
+  (_make_tree(root) / 'train' / 'cat').mkdir()
+
+
+@pytest.mark.parametrize(
+  'build, message',
+  [
+    (_without('train'), r'has no train/ folder; expected class folders train/<class>/'),
+    (_without('test'), r'has no test/ folder'),
+    (_with_empty_class, r'empty class folder\(s\) train/cat/; add images or remove them'),
+    (_plus_image('test/cat/0.png'), r"only in train/: \[\]; only in test/: \['cat'\]"),
+    (_plus_image('train/ant/bad.png', b'not an image'), r'cannot decode train/ant/bad.png'),
+  ],
+)
+def test_broken_class_folders_are_clear_errors(tmp_path, build, message):
+  root = tmp_path / 'data'
+  build(root)
+  for source in (root, _make_tar(root, tmp_path / 'data.tar')):
+    with pytest.raises(ValueError, match=message) as error:
+      ip.load(str(source), 'train', cache_dir=str(tmp_path / 'cache'))
+    assert str(source) in str(error.value)
+  assert not (tmp_path / 'cache').exists()  # nothing cached
+
+
+def test_a_missing_path_is_a_clear_error(tmp_path):
+  with pytest.raises(ValueError, match=r"'/no/such/data': no such file .*'synthetic'"):
+    ip.load('/no/such/data', 'train', cache_dir=str(tmp_path))
+
+
+def test_a_file_that_is_no_archive_is_a_clear_error(tmp_path):
+  (tmp_path / 'data.zip').write_bytes(b'PK')
+  with pytest.raises(ValueError, match='neither a directory nor a .tar'):
+    ip.load(str(tmp_path / 'data.zip'), 'train')
+  (tmp_path / 'data.tar.gz').write_bytes(b'truncated')
+  with pytest.raises(ValueError, match='cannot read the archive .*data.tar.gz'):
+    ip.load(str(tmp_path / 'data.tar.gz'), 'train', cache_dir=str(tmp_path / 'cache'))
+
+
+def test_synthetic_is_seeded_and_splits_differ():
+  load = lambda split, seed=0: ip.load(
+    'synthetic', split, image_size=8, num_classes=3, synthetic_size=20, seed=seed
+  )
+  train = load('train')
+  assert train.images.shape == (20, 8, 8, 3) and train.images.dtype == np.uint8
+  assert train.labels.dtype == np.int32 and set(train.labels) <= {0, 1, 2}
+  assert train.class_names == ('class_0', 'class_1', 'class_2')
+  np.testing.assert_array_equal(load('train').images, train.images)
+  assert not np.array_equal(load('test').images, train.images)
+  assert not np.array_equal(load('train', seed=1).images, train.images)
+  assert ip.load('synthetic', 'test').images.shape == (1024, 32, 32, 3)
+  with pytest.raises(ValueError, match='split must be one of'):
+    load('validation')
+
+
+def _fake_cifar_archive(path):
+  """The official archive's layout: pickled batches of CHW rows under cifar-10-batches-py/."""
+  rng = np.random.default_rng(0)
+  batches = {
+    name: {b'data': rng.integers(0, 256, (n, 3072), dtype=np.uint8), b'labels': [0, 9, 3][:n]}
+    for name, n in [(f'data_batch_{i}', 2) for i in range(1, 6)] + [('test_batch', 3)]
+  }
+  batches['batches.meta'] = {b'label_names': [c.encode() for c in ip.CIFAR10_CLASSES]}
+  with tarfile.open(path, 'w:gz') as tar:
+    for name, batch in batches.items():
+      data = pickle.dumps(batch)
+      info = tarfile.TarInfo(f'cifar-10-batches-py/{name}')
+      info.size = len(data)
+      tar.addfile(info, io.BytesIO(data))
+  return path, batches
+
+
+def test_cifar10_downloads_checks_and_decodes_the_official_archive(tmp_path, monkeypatch, no_tfds):
+  archive, batches = _fake_cifar_archive(tmp_path / 'fake.tar.gz')
+  monkeypatch.setattr(ip, 'CIFAR10_URL', archive.as_uri())
+  monkeypatch.setattr(ip, 'CIFAR10_MD5', hashlib.md5(archive.read_bytes()).hexdigest())
+  cache = tmp_path / 'cache'
+  train = ip.load('cifar10', 'train', cache_dir=str(cache))
+  assert (cache / ip.CIFAR10_FILE).read_bytes() == archive.read_bytes()
+  assert train.images.shape == (10, 32, 32, 3) and train.class_names == ip.CIFAR10_CLASSES
+  np.testing.assert_array_equal(train.labels, [0, 9] * 5)
+  data = batches['data_batch_2'][b'data'][1]  # example 3: rows are 1024 R, 1024 G, 1024 B
+  for y, x, c in [(0, 0, 0), (0, 1, 0), (1, 0, 0), (5, 7, 2), (31, 30, 1)]:
+    assert train.images[3, y, x, c] == data[c * 1024 + y * 32 + x]
+  monkeypatch.setattr(ip, 'CIFAR10_URL', 'file:///nonexistent')  # no second download
+  test = ip.load('cifar10', 'test', cache_dir=str(cache))
+  np.testing.assert_array_equal(test.labels, [0, 9, 3])
+  assert test.images.shape == (3, 32, 32, 3)
+  resized = ip.load('cifar10', 'test', image_size=16, cache_dir=str(cache))
+  assert resized.images.shape == (3, 16, 16, 3)
+
+
+def test_cifar10_download_failures_are_clear_and_leave_nothing(tmp_path, monkeypatch, no_tfds):
+  archive, _ = _fake_cifar_archive(tmp_path / 'fake.tar.gz')
+  monkeypatch.setattr(ip, 'CIFAR10_URL', archive.as_uri())
+  monkeypatch.setattr(ip, 'CIFAR10_MD5', '0' * 32)
+  cache = tmp_path / 'cache'
+  with pytest.raises(ValueError, match='has md5 .* not 0000'):
+    ip.load('cifar10', 'train', cache_dir=str(cache))
+  assert not list(cache.iterdir())
+  monkeypatch.setattr(ip, 'CIFAR10_URL', (tmp_path / 'offline').as_uri())
+  with pytest.raises(ValueError, match=r'download.*failed.*data.source=/path.*synthetic'):
+    ip.load('cifar10', 'train', cache_dir=str(cache))
+  assert not list(cache.iterdir())
+
+
+def test_tfds_sources(monkeypatch, no_tfds, tmp_path):
+  with pytest.raises(ValueError, match='needs tensorflow-datasets'):
+    ip.load('tfds:mnist', 'train')
+
+  def data_source(name, split, download):
+    assert not download
+    if name != 'cifar10':
+      raise AssertionError(f'Dataset {name} not found')
+    return [{'image': np.full((4, 4, 1), 9 * i, np.uint8), 'label': i} for i in range(3)]
+
+  fake = types.SimpleNamespace(data_source=data_source)
+  monkeypatch.setitem(sys.modules, 'tensorflow_datasets', fake)
+  with pytest.raises(ValueError, match="no prepared 'mnist' split 'train'.*not found"):
+    ip.load('tfds:mnist', 'train')
+  monkeypatch.setattr(ip, 'CIFAR10_URL', 'file:///nonexistent')  # prepared tfds data wins
+  ds = ip.load('cifar10', 'train', cache_dir=str(tmp_path))
+  assert ds.images.shape == (3, 4, 4, 3) and ds.class_names == ('0', '1', '2')
+  np.testing.assert_array_equal(ds.images[2], 18)
+
+
+def test_normalize_matches_the_formula():
+  x = np.random.default_rng(0).integers(0, 256, (2, 4, 4, 3), dtype=np.uint8)
+  expected = (x / 255 - np.array([0.4914, 0.4822, 0.4465])) / np.array([0.2023, 0.1994, 0.2010])
+  for images in (x, jax.numpy.asarray(x)):
+    out = ip.normalize(images)
+    assert out.dtype == np.float32
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_augment_is_a_deterministic_function_of_the_key():
+  x = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
+  out = ip.augment(jax.random.PRNGKey(0), x)
+  assert out.shape == (4, 32, 32, 3) and out.dtype == np.float32
+  np.testing.assert_array_equal(out, ip.augment(jax.random.PRNGKey(0), x))
+  assert not np.array_equal(out, ip.augment(jax.random.PRNGKey(1), x))
+
+
+def test_crop_moves_a_pixel_at_most_pad_or_drops_it():
+  x = np.zeros((64, 8, 8, 3), np.uint8)
+  x[:, 2, 5] = 255
+  out = np.asarray(ip.random_crop(jax.random.PRNGKey(0), x, 4))
+  assert out.shape == x.shape
+  shifts = set()
+  for image in out:
+    ys, xs = np.nonzero(image[..., 0])
+    assert len(ys) <= 1
+    if len(ys):
+      assert abs(ys[0] - 2) <= 4 and abs(xs[0] - 5) <= 4
+      shifts.add((ys[0] - 2, xs[0] - 5))
+  assert len(shifts) > 5 and len([i for i in out if not i.any()]) > 0
+
+
+def test_crop_and_flip_give_a_possibly_mirrored_crop_of_the_zero_padded_image():
+  x = np.random.default_rng(1).integers(1, 256, (32, 6, 6, 3), dtype=np.uint8)
+  out = np.asarray(ip.augment(jax.random.PRNGKey(2), x, pad=2, cutout=0))
+  padded = np.asarray(ip.normalize(np.pad(x, ((0, 0), (2, 2), (2, 2), (0, 0)))))
+  flips = []
+  for i in range(32):
+    crops = [padded[i, dy : dy + 6, dx : dx + 6] for dy in range(5) for dx in range(5)]
+    match = (
+      [np.allclose(out[i], c) for c in crops],
+      [np.allclose(out[i], c[:, ::-1]) for c in crops],
+    )
+    assert any(match[0]) or any(match[1])
+    flips.append(any(match[1]))
+  assert 0 < sum(flips) < 32
+  alone = np.asarray(ip.augment(jax.random.PRNGKey(3), x, pad=0, cutout=0))
+  mirrored = [np.allclose(a, ip.normalize(b[:, ::-1])) for a, b in zip(alone, x)]
+  assert all(m or np.allclose(a, ip.normalize(b)) for m, a, b in zip(mirrored, alone, x))
+  assert 0 < sum(mirrored) < 32
+
+
+def test_padding_is_black_before_normalisation():
+  white = np.full((16, 8, 8, 3), 255, np.uint8)
+  out = np.asarray(ip.augment(jax.random.PRNGKey(0), white, pad=4, cutout=0))
+  is_white = np.isclose(out, WHITE, atol=1e-5).all(-1)
+  is_black = np.isclose(out, BLACK, atol=1e-5).all(-1)
+  assert (is_white | is_black).all() and is_black.any()
+
+
+def test_cutout_zeroes_one_clipped_square_after_normalisation():
+  white = np.full((64, 32, 32, 3), 255, np.uint8)
+  out = np.asarray(ip.augment(jax.random.PRNGKey(0), white, pad=0, cutout=16))
+  sizes = []
+  for image in out:
+    zero = image == 0
+    assert (zero == zero[..., :1]).all()  # all channels at once
+    rows, cols = np.nonzero(zero[..., 0].any(1))[0], np.nonzero(zero[..., 0].any(0))[0]
+    assert np.array_equal(rows, np.arange(rows[0], rows[-1] + 1))
+    assert np.array_equal(cols, np.arange(cols[0], cols[-1] + 1))
+    assert zero[..., 0].sum() == len(rows) * len(cols)  # a full rectangle
+    assert len(rows) <= 16 and len(cols) <= 16
+    np.testing.assert_allclose(
+      image[~zero[..., 0]], np.broadcast_to(WHITE, (1024 - zero[..., 0].sum(), 3)), atol=1e-5
+    )
+    sizes.append(zero[..., 0].sum())
+  assert 0 < min(sizes) < 256 and max(sizes) == 256
+
+
+def _labelled(n=64, size=32):
+  """Images filled with 200 + 5 * label, so an augmented image still shows its label."""
+  labels = np.arange(n, dtype=np.int32) % 10
+  images = np.broadcast_to(
+    (200 + 5 * labels).astype(np.uint8)[:, None, None, None], (n, size, size, 3)
+  )
+  return ip.ArrayDataset(np.array(images), labels, tuple(str(i) for i in range(10)))
+
+
+def test_fisher_batch_is_seeded_per_search_or_per_candidate():
+  ds = _labelled()
+  images, labels = ip.fisher_batch(ds, 16, seed=0)
+  assert images.shape == (16, 32, 32, 3) and images.dtype == np.float32
+  assert labels.shape == (16,) and labels.dtype == np.int32
+  # The brightest pixel (never padding or cutout) tells which example was drawn.
+  brightest = np.asarray(images[..., 0]).max(axis=(1, 2))
+  np.testing.assert_allclose(
+    brightest, ((200 + 5 * labels) / 255 - ip.MEAN[0]) / ip.STD[0], rtol=1e-5
+  )
+  same = ip.fisher_batch(ds, 16, seed=0)
+  np.testing.assert_array_equal(images, same[0])
+  np.testing.assert_array_equal(labels, same[1])
+  first, second = ip.fisher_batch(ds, 16, 0, index=1), ip.fisher_batch(ds, 16, 0, index=2)
+  np.testing.assert_array_equal(first[0], ip.fisher_batch(ds, 16, 0, index=1)[0])
+  assert not np.array_equal(first[0], second[0])
+  assert not np.array_equal(first[0], images)
+  assert not np.array_equal(ip.fisher_batch(ds, 16, seed=1)[0], images)
+  with pytest.raises(ValueError, match='batch size 65 must be in'):
+    ip.fisher_batch(ds, 65, seed=0)
+
+
+def test_fisher_batch_takes_the_augmentation_sizes():
+  # Cutout 16 zeroes an 8 px image whole; smoke configs pass smaller sizes.
+  ds = ip.load('synthetic', 'train', image_size=8, synthetic_size=16)
+  images, _ = ip.fisher_batch(ds, 16, seed=0)
+  assert (np.asarray(images) == 0).all()
+  images, _ = ip.fisher_batch(ds, 16, seed=0, pad=1, cutout=4)
+  assert (np.asarray(images) != 0).all(-1).mean(axis=(1, 2)).min() >= 0.75
+
+
+def test_epoch_batches_drop_the_last_partial_batch_and_reshuffle_per_epoch():
+  ds = ip.ArrayDataset(np.zeros((10, 2, 2, 3), np.uint8), np.arange(10, dtype=np.int32), ('a',))
+  epoch = list(ip.epoch_batches(ds, 3, seed=0, epoch=0))
+  assert len(epoch) == 3
+  assert all(images.shape == (3, 2, 2, 3) and images.dtype == np.uint8 for images, _ in epoch)
+  seen = np.concatenate([labels for _, labels in epoch])
+  assert len(set(seen)) == 9
+  again = np.concatenate([labels for _, labels in ip.epoch_batches(ds, 3, seed=0, epoch=0)])
+  np.testing.assert_array_equal(seen, again)
+  other = np.concatenate([labels for _, labels in ip.epoch_batches(ds, 3, seed=0, epoch=1)])
+  assert not np.array_equal(seen, other)
+  np.testing.assert_array_equal(ip.batch(ds, [4, 1])[1], [4, 1])
+  with pytest.raises(ValueError, match='batch size'):
+    ip.epoch_batches(ds, 11, seed=0, epoch=0)
+
+
+def test_array_dataset_checks_dtypes_and_shapes():
+  with pytest.raises(ValueError, match='images must be uint8'):
+    ip.ArrayDataset(np.zeros((2, 4, 4, 3), np.float32), np.zeros(2, np.int32), ('a',))
+  with pytest.raises(ValueError, match='labels must be int32'):
+    ip.ArrayDataset(np.zeros((2, 4, 4, 3), np.uint8), np.zeros(3, np.int32), ('a',))

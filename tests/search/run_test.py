@@ -1,0 +1,84 @@
+"""The search end to end on the smoke config: outputs, budget, ranking, determinism."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from bswap.nets import accounting
+from bswap.nets import genotype as genotype_lib
+from bswap.search import run as search
+from configs import cifar_400k
+
+OUTPUTS = ('best_genotype.json', 'best_genotype.csv', 'candidates.csv', 'search.png')
+
+
+@pytest.fixture(scope='module')
+def smoke_run(tmp_path_factory):
+  config = cifar_400k.get_config('smoke')
+  workdir = tmp_path_factory.mktemp('search')
+  best = search.run_search(config, str(workdir))
+  return config, workdir, best
+
+
+def test_writes_every_output(smoke_run):
+  _, workdir, _ = smoke_run
+  for name in OUTPUTS:
+    assert (workdir / name).stat().st_size > 0
+  assert (workdir / 'search.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+  assert not [p for p in workdir.iterdir() if '.tmp' in p.name]
+
+
+def test_best_is_inside_the_budget_and_ranked_first(smoke_run):
+  config, workdir, best = smoke_run
+  record = json.loads((workdir / 'best_genotype.json').read_text())
+  geno = genotype_lib.from_dict(record)
+  count = accounting.count(geno, config.data.image_size)
+  budget, band = config.search.budget, config.search.band
+  assert budget * (1 - band) < count.params < budget * (1 + band)
+  assert (record['params'], record['macs']) == (count.params, count.macs)
+  assert record['budget'] == budget and record['seed'] == config.seed
+  assert len(record['block_scores']) == len(geno.blocks)
+  assert np.isclose(sum(record['block_scores']), record['score'], rtol=1e-5)
+
+  with open(workdir / 'candidates.csv') as f:
+    rows = list(csv.DictReader(f))
+  assert list(rows[0]) == ['rank', 'score', 'params', 'macs', 'blocks']
+  assert len(rows) == config.search.num_candidates
+  scores = [float(r['score']) for r in rows]
+  assert scores == sorted(scores, reverse=True)
+  assert [int(r['rank']) for r in rows] == list(range(1, len(rows) + 1))
+  assert float(rows[0]['score']) == record['score']  # full precision, exactly equal
+  assert rows[0]['blocks'].split() == list(geno.blocks)
+  for r in rows:
+    params = int(r['params'])
+    assert budget * (1 - band) < params < budget * (1 + band)
+  assert genotype_lib.load(workdir / 'best_genotype.csv', depth=10) == geno
+  assert best.genotype == geno
+
+
+def test_same_seed_gives_identical_files(smoke_run, tmp_path):
+  config, workdir, _ = smoke_run
+  search.run_search(config, str(tmp_path))
+  for name in OUTPUTS:
+    assert (tmp_path / name).read_bytes() == (workdir / name).read_bytes(), name
+
+
+def test_fresh_batch_per_candidate_changes_scores_not_samples(smoke_run, tmp_path):
+  config, workdir, _ = smoke_run
+  config = config.copy_and_resolve_references()
+  config.search.fresh_batch_per_candidate = True
+  search.run_search(config, str(tmp_path))
+  read = lambda d: {r['blocks']: r['score'] for r in csv.DictReader(open(d / 'candidates.csv'))}
+  shared, fresh = read(workdir), read(tmp_path)
+  assert set(shared) == set(fresh)
+  assert shared != fresh
+
+
+def test_unreachable_budget_fails_before_writing(tmp_path):
+  config = cifar_400k.get_config('smoke')
+  config.search.budget = 5_000_000
+  with pytest.raises(ValueError, match='unreachable for WRN-10-2'):
+    search.run_search(config, str(tmp_path / 'out'))
+  assert not (tmp_path / 'out').exists()
