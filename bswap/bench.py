@@ -1,15 +1,20 @@
-"""Scoring benchmark: a whole search's sampling, init, compiles and scoring, timed.
+"""Scoring benchmark: a whole search's data, sampling, init, compiles and scoring, timed.
 
   python -m bswap.bench --candidates 1000 --budget 400000 --batch 128 \
       [--engine fast|reference] [--json FILE]
   python -m bswap.bench --arch resnet34 --budget 3000000 --candidates 20   # ImageNet, 224 px
+  python -m bswap.bench --config=configs/cifar_400k.py --config.search.threads=1
 
-Synthetic data by default (CIFAR-shaped, or ImageNet-shaped with --arch
-resnet34), so it needs no download. Prints a
-summary and, with --json FILE, writes {device, jax_version, engine,
-candidates, wall_seconds, candidates_per_second, compile_count, cache_hits,
-compile_seconds, peak_rss_bytes, ...}. `compile_count` counts real XLA
-compilations (persistent-cache misses); `--cache-dir ''` runs cold.
+It runs `bswap.search.run.search`, what the search stage runs, without writing
+the search's files. The config is --config's, or without one bswap's CIFAR-10
+search (bswap.defaults; the ImageNet one with --arch resnet34); this module's
+flags override it, and so do --config.FIELD=VALUE flags. The data are
+synthetic unless --source (or --config) names others, so it needs no
+download. Prints a summary and, with --json FILE, writes {device,
+jax_version, engine, candidates, wall_seconds, candidates_per_second,
+compile_count, cache_hits, compile_seconds, peak_rss_bytes, ...}.
+`compile_count` counts real XLA compilations (persistent-cache misses);
+`--cache-dir ''` runs cold.
 """
 
 from __future__ import annotations
@@ -18,37 +23,66 @@ import time
 
 _START = time.perf_counter()  # before JAX is imported: wall time includes start-up
 
-import argparse  # noqa: E402
 import json  # noqa: E402
 import resource  # noqa: E402
 import sys  # noqa: E402
 
 import jax  # noqa: E402
+from absl import flags  # noqa: E402
 from jax import monitoring  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
 
+from bswap import defaults  # noqa: E402
 from bswap import files  # noqa: E402
 from bswap.nets import arch as arch_lib  # noqa: E402
-from bswap.search import run as search  # noqa: E402
-from configs import base  # noqa: E402
+from bswap.search import memory  # noqa: E402
+from bswap.search import run as search_lib  # noqa: E402
 
-_COMPILE_EVENT = '/jax/core/compile/backend_compile_duration'
 _CACHE_HIT_EVENT = '/jax/compilation_cache/cache_hits'
+ENGINES = ['fast', 'reference']
+IMPLS = ['auto', 'fast', 'xla']
+ARCHS = list(arch_lib.ARCHS)
+
+
+def _define_flags() -> flags.FlagValues:
+  """This command's flags, in a FlagValues of their own (bswap.main defines --config too)."""
+  fv = flags.FlagValues()
+  config_flags.DEFINE_config_file(
+    'config', None, 'Config file (default: bswap.defaults).', flag_values=fv
+  )
+  define = lambda fn, name, default, text, **kw: fn(name, default, text, flag_values=fv, **kw)
+  define(flags.DEFINE_integer, 'candidates', None, 'candidates (default 1000)', lower_bound=1)
+  define(flags.DEFINE_integer, 'budget', None, 'parameter budget (default 400,000; ResNet-34: 3M)')
+  define(flags.DEFINE_integer, 'batch', None, 'Fisher batch size (default 128)', lower_bound=1)
+  define(flags.DEFINE_enum, 'engine', None, 'scoring engine (default fast)', enum_values=ENGINES)
+  define(flags.DEFINE_enum, 'conv-impl', None, 'convolutions (default auto)', enum_values=IMPLS)
+  define(flags.DEFINE_integer, 'threads', None, 'candidates scored concurrently', lower_bound=1)
+  define(flags.DEFINE_boolean, 'low-memory', None, 'mmap large buffers: smaller peak, slower')
+  define(flags.DEFINE_string, 'json', None, 'write the results to this file')
+  define(flags.DEFINE_enum, 'arch', 'wrn', 'network, without --config', enum_values=ARCHS)
+  define(flags.DEFINE_integer, 'depth', None, 'WRN depth (default 40)', lower_bound=10)
+  define(flags.DEFINE_integer, 'width', None, 'WRN width (default 2)', lower_bound=1)
+  define(flags.DEFINE_integer, 'image-size', None, '32 (wrn), 224 (resnet34)', lower_bound=4)
+  define(flags.DEFINE_integer, 'seed', None, 'seed (default 0)')
+  define(flags.DEFINE_string, 'source', None, "data (default 'synthetic' without --config)")
+  define(flags.DEFINE_integer, 'cutout', None, 'WRN: Cutout size (default 16)', lower_bound=0)
+  define(flags.DEFINE_string, 'cache-dir', None, "compile cache; '' = none (default ~/.cache)")
+  return fv
 
 
 class CompileCounter:
   """Counts backend compiles and persistent-cache hits through jax.monitoring.
 
   The compile-duration event also fires when an executable comes from the
-  persistent cache, so real compilations are compiles minus cache hits.
+  persistent cache, so real compilations are compiles minus cache hits. A
+  context manager: the listeners are removed on exit.
   """
 
   def __init__(self):
     self.compiles, self.cache_hits, self.seconds = 0, 0, 0.0
-    monitoring.register_event_duration_secs_listener(self._on_duration)
-    monitoring.register_event_listener(self._on_event)
 
   def _on_duration(self, event: str, duration: float, **_):
-    if event == _COMPILE_EVENT:
+    if event == memory.COMPILE_EVENT:
       self.compiles += 1
       self.seconds += duration
 
@@ -56,79 +90,77 @@ class CompileCounter:
     if event == _CACHE_HIT_EVENT:
       self.cache_hits += 1
 
+  def __enter__(self) -> CompileCounter:
+    monitoring.register_event_duration_secs_listener(self._on_duration)
+    monitoring.register_event_listener(self._on_event)
+    return self
 
-def _parser() -> argparse.ArgumentParser:
-  p = argparse.ArgumentParser(prog='python -m bswap.bench', description=__doc__.split('\n')[0])
-  p.add_argument('--candidates', type=int, default=1000)
-  p.add_argument('--budget', type=int, default=400_000)
-  p.add_argument('--batch', type=int, default=128)
-  p.add_argument('--engine', default='fast', choices=('fast', 'reference'))
-  p.add_argument('--conv-impl', default='fast', choices=('fast', 'xla'))
-  p.add_argument(
-    '--threads', type=int, default=None, help='candidates scored concurrently (default: config)'
-  )
-  p.add_argument(
-    '--low-memory', action='store_true', help='mmap large buffers: smaller peak, ~1.3x slower'
-  )
-  p.add_argument('--json', metavar='FILE', default=None, help='write the results here')
-  p.add_argument('--arch', default='wrn', choices=arch_lib.ARCHS)
-  p.add_argument('--depth', type=int, default=None, help='WRN depth (default 40)')
-  p.add_argument('--width', type=int, default=None, help='WRN width (default 2)')
-  p.add_argument('--image-size', type=int, default=None, help='default: 32 (wrn), 224 (resnet34)')
-  p.add_argument('--seed', type=int, default=0)
-  p.add_argument('--source', default='synthetic', help="data source (default 'synthetic')")
-  p.add_argument('--cutout', type=int, default=16, help='WRN: Cutout size (16 for 32 px CIFAR)')
-  p.add_argument(
-    '--cache-dir', default='~/.cache/bswap/jax', help="persistent compile cache; '' = none"
-  )
-  return p
+  def __exit__(self, *exc) -> None:
+    monitoring.unregister_event_duration_listener(self._on_duration)
+    monitoring.unregister_event_listener(self._on_event)
 
 
-def bench_config(args):
-  if args.arch == arch_lib.RESNET34:
-    config = base.imagenet_config(args.budget)
-  else:
-    config = base.cifar_config(args.budget)
-    config.data.cutout = args.cutout
-  config.seed = args.seed
-  config.model.depth = args.depth or config.model.depth
-  config.model.width = args.width or config.model.width
-  config.data.source = args.source
-  config.data.image_size = args.image_size or config.data.image_size
-  config.data.synthetic_size = max(args.batch, 256)
-  config.search.num_candidates = args.candidates
-  config.search.batch_size = args.batch
-  config.search.engine, config.search.conv_impl = args.engine, args.conv_impl
-  config.search.threads = args.threads or config.search.threads
-  config.search.low_memory = args.low_memory
-  config.search.compilation_cache_dir = args.cache_dir
+def bench_config(fv: flags.FlagValues):
+  """--config (or bswap.defaults' search), then this module's flags on top."""
+  _flag = lambda name: fv[name].value
+  config = fv.config
+  if config is None:
+    if _flag('arch') == arch_lib.RESNET34:
+      config = defaults.imagenet_config(_flag('budget') or 3_000_000)
+    else:
+      config = defaults.cifar_config(_flag('budget') or 400_000)
+    config.data.source = 'synthetic'
+  overrides = {
+    ('seed',): _flag('seed'),
+    ('model', 'depth'): _flag('depth'),
+    ('model', 'width'): _flag('width'),
+    ('data', 'source'): _flag('source'),
+    ('data', 'image_size'): _flag('image-size'),
+    ('data', 'cutout'): _flag('cutout'),
+    ('search', 'budget'): _flag('budget'),
+    ('search', 'num_candidates'): _flag('candidates'),
+    ('search', 'batch_size'): _flag('batch'),
+    ('search', 'engine'): _flag('engine'),
+    ('search', 'conv_impl'): _flag('conv-impl'),
+    ('search', 'threads'): _flag('threads'),
+    ('search', 'low_memory'): _flag('low-memory'),
+    ('search', 'compilation_cache_dir'): _flag('cache-dir'),
+  }
+  for path, value in overrides.items():
+    if value is not None:
+      section = config if len(path) == 1 else config[path[0]]
+      if path[-1] not in section:
+        raise ValueError(f'--{path[-1].replace("_", "-")} does not apply to this config')
+      section[path[-1]] = value
+  if config.data.source == 'synthetic':  # enough examples for any Fisher batch
+    config.data.synthetic_size = max(config.search.batch_size, 256)
   return config
 
 
-def run(args) -> dict:
-  config = bench_config(args)
-  counter = CompileCounter()
-  search.enable_compilation_cache(config.search.compilation_cache_dir)
-  train = search.load_train_data(config)
-  skel, sample = search.sample_candidates(config)
-  scored = search.score_candidates(config, skel, sample, train)
+def run(config) -> dict:
+  with CompileCounter() as counter:
+    search_lib.enable_compilation_cache(config.search.compilation_cache_dir)
+    memory.return_freed_memory(low=config.search.low_memory)
+    result = search_lib.search(config)
   wall = time.perf_counter() - _START
-  best = max(scored, key=lambda s: s.score)
+  best, s = result.ranked[0], config.search
   device = jax.devices()[0]
   return {
     'device': f'{device.platform}:{device.device_kind}',
     'device_count': jax.device_count(),
     'jax_version': jax.__version__,
-    'engine': args.engine,
-    'conv_impl': args.conv_impl,
-    'threads': config.search.threads,
-    'low_memory': args.low_memory,
-    'candidates': len(scored),
-    'budget': args.budget,
-    'batch': args.batch,
-    'network': skel.name,
+    'metric': s.metric,
+    'engine': s.engine,
+    'conv_impl': s.conv_impl,
+    'threads': s.threads,
+    'low_memory': s.low_memory,
+    'candidates': len(result.ranked),
+    'budget': s.budget,
+    'batch': s.batch_size,
+    'network': search_lib.skeleton(config).name,
     'wall_seconds': wall,
-    'candidates_per_second': len(scored) / wall,
+    'search_seconds': result.seconds,
+    'candidates_per_second': len(result.ranked) / wall,
     'compile_count': counter.compiles - counter.cache_hits,
     'cache_hits': counter.cache_hits,
     'compile_seconds': counter.seconds,
@@ -138,22 +170,31 @@ def run(args) -> dict:
   }
 
 
-def main(argv=None) -> int:
-  args = _parser().parse_args(argv)
+def main(argv: list[str] | None = None) -> int:
+  fv = _define_flags()
   try:
-    result = run(args)
+    rest = fv(['bench', *(sys.argv[1:] if argv is None else argv)])
+  except flags.Error as e:
+    print(f'error: {e}', file=sys.stderr)
+    return 2
+  if len(rest) > 1:
+    print(f'error: unexpected arguments: {" ".join(rest[1:])}', file=sys.stderr)
+    return 2
+  flags.FLAGS.mark_as_parsed()  # absl logging then writes plain lines
+  try:
+    result = run(bench_config(fv))
   except ValueError as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
   print(
     f'{result["engine"]} engine on {result["device"]}: {result["candidates"]} {result["network"]} '
-    f'candidates at {result["budget"]:,} params, batch {result["batch"]}: '
+    f'candidates at {result["budget"]:,} params, batch {result["batch"]}, {result["metric"]}: '
     f'{result["wall_seconds"]:.1f} s end to end ({result["candidates_per_second"]:.2f}/s), '
     f'{result["compile_count"]} compiles ({result["cache_hits"]} cache hits, '
     f'{result["compile_seconds"]:.1f} s), peak RSS {result["peak_rss_bytes"] / 2**30:.2f} GiB'
   )
-  if args.json:
-    files.write_atomic(args.json, json.dumps(result, indent=2) + '\n')
+  if fv.json:
+    files.write(fv.json, json.dumps(result, indent=2) + '\n')
   return 0
 
 

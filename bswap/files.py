@@ -1,23 +1,86 @@
-"""Writing files whole or not at all."""
+"""Files written whole or not at all, on local disks and on object stores (gs://...).
+
+Every file bswap writes goes through `write` (whole contents) or `open_write`
+(streamed, for large arrays). A local file is written to a temporary file
+beside its target and renamed into place, which POSIX makes atomic: a crash or
+an exception leaves the old file or the new one, never half of one. A URL
+(anything with '://', e.g. gs://bucket/run/metrics.jsonl) goes through
+etils.epath, the path layer orbax already uses; the bytes are gathered first
+and stored in one call, and an object store shows an object only once it is
+whole.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
+import uuid
+from collections.abc import Iterator
+
+from etils import epath
 
 
-def write_atomic(path: str | os.PathLike, data: str | bytes) -> str:
-  """Write `data` to a temporary file beside `path`, then rename it into place.
+def is_url(path: str | os.PathLike) -> bool:
+  return '://' in os.fspath(path)
 
-  A crash or an exception mid-write never leaves a half-written file at `path`.
-  Returns the path written.
+
+def _path(path: str | os.PathLike) -> epath.Path:
+  return epath.Path(os.fspath(path))
+
+
+def makedirs(path: str | os.PathLike) -> None:
+  """Creates the directory `path` and its parents if missing (a no-op for object stores)."""
+  if is_url(path):
+    _path(path).mkdir(parents=True, exist_ok=True)
+  else:
+    os.makedirs(os.fspath(path), exist_ok=True)
+
+
+def exists(path: str | os.PathLike) -> bool:
+  return _path(path).exists() if is_url(path) else os.path.exists(os.fspath(path))
+
+
+def read_text(path: str | os.PathLike) -> str:
+  """The file's text (UTF-8), local or at a URL."""
+  if is_url(path):
+    return _path(path).read_text()
+  with open(os.fspath(path), encoding='utf-8') as f:
+    return f.read()
+
+
+@contextlib.contextmanager
+def open_write(path: str | os.PathLike, binary: bool = True) -> Iterator[io.IOBase]:
+  """A file object whose contents appear at `path` whole when the block ends, or not at all.
+
+  The parent directory is created if missing. For a URL the contents are
+  gathered in memory and stored in one call when the block ends without an
+  exception.
   """
   path = os.fspath(path)
-  tmp = f'{path}.tmp{os.getpid()}'
+  if is_url(path):
+    buffer = io.BytesIO() if binary else io.StringIO()
+    yield buffer
+    data = buffer.getvalue()
+    target = _path(path)
+    target.write_bytes(data) if binary else target.write_text(data)
+    return
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  # A name of its own per call (threads too); open() rather than mkstemp keeps
+  # the permissions the umask gives, as a plain write would.
+  tmp = f'{path}.tmp{os.getpid()}.{uuid.uuid4().hex[:8]}'
   try:
-    with open(tmp, 'wb' if isinstance(data, bytes) else 'w') as f:
-      f.write(data)
+    with open(tmp, 'xb' if binary else 'x', encoding=None if binary else 'utf-8') as f:
+      yield f
     os.replace(tmp, path)
-  finally:
-    if os.path.exists(tmp):
+  except BaseException:
+    with contextlib.suppress(FileNotFoundError):
       os.remove(tmp)
-  return path
+    raise
+
+
+def write(path: str | os.PathLike, data: str | bytes) -> str:
+  """Writes `data` (text or bytes) to `path` whole; returns the path written."""
+  with open_write(path, binary=isinstance(data, bytes)) as f:
+    f.write(data)
+  return os.fspath(path)

@@ -16,20 +16,12 @@ from absl import logging
 from ml_collections import config_flags
 
 from bswap import parallel
-from bswap.search import run as search
-from bswap.train import loop as train
+from bswap import pipeline
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', None, 'Config file, e.g. configs/cifar_400k.py[:smoke].')
 flags.DEFINE_string('workdir', None, 'Output directory (default: workdir/<config name>).')
 flags.mark_flags_as_required(['config'])
-
-STAGES = {
-  'search': search.run_search,
-  'teacher': train.train_and_evaluate,
-  'student': train.train_and_evaluate,
-  'pipeline': train.run_pipeline,
-}
 
 
 def default_workdir(config_arg: str) -> str:
@@ -53,12 +45,8 @@ def main(argv):
     jax.local_devices()[0].device_kind,
   )
   logging.info('Stage %r, workdir %s, config:\n%s', config.stage, workdir, config)
-  if config.stage not in STAGES:
-    raise app.UsageError(
-      f'--config.stage={config.stage!r} is not available; choose one of {", ".join(STAGES)}'
-    )
   try:
-    STAGES[config.stage](config, workdir)
+    pipeline.run(config, workdir)
   except ValueError as e:
     # bswap's own errors say what to do; a traceback would bury that.
     logging.error('%s', e)

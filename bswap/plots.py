@@ -18,7 +18,7 @@ from matplotlib import ticker  # noqa: E402
 STAGE_COLOURS = ('#4C72B0', '#DD8452', '#55A868', '#C44E52')
 
 
-def _scatter(ax, ranked, budget: float, band: float):
+def _scatter(ax, ranked, budget: float, band: float, label: str):
   params = [s.params for s in ranked]
   scores = [s.score for s in ranked]
   ax.axvspan(budget * (1 - band), budget * (1 + band), color='0.94', zorder=0, label='budget band')
@@ -31,14 +31,14 @@ def _scatter(ax, ranked, budget: float, band: float):
   if min(scores) > 0:
     ax.set_yscale('log')
   ax.set_xlabel('parameters')
-  ax.set_ylabel('Fisher potential')
+  ax.set_ylabel(label)
   ax.set_title('Candidates')
   ax.legend(loc='best', fontsize=8)
   ax.xaxis.set_major_locator(ticker.MaxNLocator(6, steps=[1, 2, 5, 10]))
   ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda x, _: f'{x / 1000:,.4g}K'))
 
 
-def _blocks(ax, best):
+def _blocks(ax, best, label: str):
   skel = best.genotype.skeleton()
   stages = [slot.stage for slot in skel.slots]
   positions = range(len(best.block_scores))
@@ -49,7 +49,7 @@ def _blocks(ax, best):
   ax.set_xticks(list(positions))
   ax.set_xticklabels(best.genotype.paper_names, rotation=70, fontsize=8)
   ax.set_xlabel('block (type)')
-  ax.set_ylabel('block Fisher potential')
+  ax.set_ylabel(f'block {label}')
   handles = [
     patches.Patch(color=STAGE_COLOURS[(stage - 1) % len(STAGE_COLOURS)], label=f'stage {stage}')
     for stage in sorted(set(stages))
@@ -66,12 +66,13 @@ def _png(fig, dpi: int) -> bytes:
   return buf.getvalue()
 
 
-def search_figure(ranked, budget: float, band: float) -> bytes:
-  """PNG bytes: params vs score for all candidates, and the winner's blocks."""
+def search_figure(ranked, budget: float, band: float, label: str) -> bytes:
+  """PNG bytes: params vs score (`label`, the metric's name) for all candidates, and the
+  winner's blocks."""
   fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4.8), width_ratios=(1, 1.4))
   try:
-    _scatter(left, ranked, budget, band)
-    _blocks(right, ranked[0])
+    _scatter(left, ranked, budget, band, label)
+    _blocks(right, ranked[0], label)
     return _png(fig, dpi=110)
   finally:
     plt.close(fig)

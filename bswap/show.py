@@ -1,6 +1,6 @@
 """Print a genotype's blocks, parameters and MACs.
 
-  python -m bswap.inspect GENOTYPE [--arch wrn|resnet34] [--depth D --width W] [--json]
+  python -m bswap.show GENOTYPE [--arch wrn|resnet34] [--depth D --width W] [--json]
 
 GENOTYPE is a JSON genotype file (also one nesting it under "genotype", as the
 search writes), a reference CSV file, or a comma-separated list of block names
@@ -24,7 +24,7 @@ from bswap.nets import genotype as genotype_lib
 
 def _parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(
-    prog='python -m bswap.inspect',
+    prog='python -m bswap.show',
     description='Per-block types, parameters and MACs of a BlockSwap genotype.',
   )
   parser.add_argument('genotype', help='JSON or reference-CSV file, or comma-separated names')
@@ -102,15 +102,15 @@ def format_table(rep: dict) -> str:
 
 
 def recorded_image_size(path: str) -> int | None:
-  """The resolution a search output was scored at ("image_size" in its JSON), if any."""
+  """The resolution a search record was scored at (its settings' data.image_size), if any."""
   if not (path.endswith('.json') and os.path.isfile(path)):
     return None
   try:
     with open(path) as f:
       data = json.load(f)
-  except (OSError, json.JSONDecodeError):
-    return None  # genotype_lib.parse reports the problem
-  size = data.get('image_size') if isinstance(data, dict) else None
+    size = data['settings']['data']['image_size']
+  except (OSError, ValueError, KeyError, TypeError):
+    return None  # not a search record; genotype_lib.parse reports any other problem
   return size if isinstance(size, int) else None
 
 

@@ -37,8 +37,8 @@ classes; a few minutes on a 2-core CPU, mostly compiles):
 Add --config.stage=pipeline to also train the winner for 2 epochs of 2 steps.
 """
 
-from configs import base
+from bswap import defaults
 
 
 def get_config(arg=None):
-  return base.imagenet_get(3_000_000, arg)
+  return defaults.imagenet_get(3_000_000, arg)

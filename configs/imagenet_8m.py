@@ -33,8 +33,8 @@ minutes on a 2-core CPU):
   python -m bswap.main --config=configs/imagenet_8m.py:smoke --workdir=/tmp/imagenet_smoke
 """
 
-from configs import base
+from bswap import defaults
 
 
 def get_config(arg=None):
-  return base.imagenet_get(8_000_000, arg)
+  return defaults.imagenet_get(8_000_000, arg)

@@ -1,6 +1,6 @@
 """Comparator: one random genotype at the 400K budget, trained as a student.
 
-BlockSwap without the Fisher ranking: `bswap.sampler.sample(..., num=1)` draws
+BlockSwap without the Fisher ranking: `bswap.search.sampler` draws
 one WRN-40-2 genotype uniformly inside 400,000 +- 2.5% parameters (seed
 config.seed; the search's first candidate for the same seed), which is trained
 exactly as the BlockSwap student is.
@@ -28,11 +28,8 @@ synthetic images, 2 epochs of 4 steps, no teacher; about 20 s on a 2-core CPU):
   python -m bswap.main --config=configs/random_400k.py:smoke --workdir=/tmp/random_smoke
 """
 
-from configs import base
+from bswap import defaults
 
 
 def get_config(arg=None):
-  config = base.get(400_000, arg)
-  config.stage = 'student'
-  config.train.genotype = 'random'
-  return config
+  return defaults.random_student(400_000, arg)

@@ -25,8 +25,8 @@ no teacher; about 20 s on a 2-core CPU):
   python -m bswap.main --config=configs/single_bg24.py:smoke --workdir=/tmp/single_bg24_smoke
 """
 
-from configs import base
+from bswap import defaults
 
 
 def get_config(arg=None):
-  return base.fixed_student('A4B2', 40, 2, arg)
+  return defaults.fixed_student('A4B2', 40, 2, arg)

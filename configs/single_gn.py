@@ -25,8 +25,8 @@ no teacher; about 20 s on a 2-core CPU):
   python -m bswap.main --config=configs/single_gn.py:smoke --workdir=/tmp/single_gn_smoke
 """
 
-from configs import base
+from bswap import defaults
 
 
 def get_config(arg=None):
-  return base.fixed_student('DConv', 40, 2, arg)
+  return defaults.fixed_student('DConv', 40, 2, arg)

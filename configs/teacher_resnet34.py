@@ -29,8 +29,8 @@ Smoke variant (ResNet-34 at 32 px on synthetic images, 10 classes, 2 epochs of
   python -m bswap.main --config=configs/teacher_resnet34.py:smoke --workdir=/tmp/teacher_smoke
 """
 
-from configs import base
+from bswap import defaults
 
 
 def get_config(arg=None):
-  return base.imagenet_teacher(arg)
+  return defaults.imagenet_teacher(arg)

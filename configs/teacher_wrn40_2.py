@@ -26,8 +26,8 @@ Smoke variant (WRN-10-2 on 8 px synthetic images, 2 epochs of 4 steps; about
   python -m bswap.main --config=configs/teacher_wrn40_2.py:smoke --workdir=/tmp/teacher_smoke
 """
 
-from configs import base
+from bswap import defaults
 
 
 def get_config(arg=None):
-  return base.teacher(arg)
+  return defaults.teacher(arg)

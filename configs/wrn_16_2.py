@@ -23,8 +23,8 @@ no teacher; about 20 s on a 2-core CPU):
   python -m bswap.main --config=configs/wrn_16_2.py:smoke --workdir=/tmp/wrn_16_2_smoke
 """
 
-from configs import base
+from bswap import defaults
 
 
 def get_config(arg=None):
-  return base.fixed_student('Conv', 16, 2, arg)
+  return defaults.fixed_student('Conv', 16, 2, arg)

@@ -23,8 +23,8 @@ no teacher; about 20 s on a 2-core CPU):
   python -m bswap.main --config=configs/wrn_40_1.py:smoke --workdir=/tmp/wrn_40_1_smoke
 """
 
-from configs import base
+from bswap import defaults
 
 
 def get_config(arg=None):
-  return base.fixed_student('Conv', 40, 1, arg)
+  return defaults.fixed_student('Conv', 40, 1, arg)

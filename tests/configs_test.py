@@ -2,18 +2,21 @@
 
 import importlib
 import pathlib
+import re
 
 import numpy as np
 import pytest
 
+from bswap import data as data_lib
+from bswap import defaults
+from bswap import pipeline
 from bswap.nets import accounting
 from bswap.nets import arch
 from bswap.search import sampler
-from bswap.train import loop as train
-from configs import base
+from bswap.train import loop
+from bswap.train import optim
 
 CONFIGS = sorted(p.stem for p in pathlib.Path('configs').glob('*.py') if p.stem[0] != '_')
-CONFIGS = [name for name in CONFIGS if name != 'base']
 STUDENTS = {  # config -> (blocks, depth, width) of the full-size student
   'wrn_16_2': ('Conv', 16, 2),
   'wrn_40_1': ('Conv', 40, 1),
@@ -36,7 +39,8 @@ def test_docstring_gives_the_command_and_the_smoke_command(name):
   doc = _module(name).__doc__
   assert f'python -m bswap.main --config=configs/{name}.py' in doc
   assert f'--config=configs/{name}.py:smoke' in doc
-  assert '%' in doc or 'Fisher' in doc  # an expected result
+  # An expected result: a test error (or a rank correlation) from the paper.
+  assert re.search(r'Expected result.*?\d\.\d+%', doc, re.DOTALL), doc
 
 
 IMAGENET = {'imagenet_3m': 3_000_000, 'imagenet_8m': 8_000_000, 'teacher_resnet34': None}
@@ -45,7 +49,7 @@ IMAGENET = {'imagenet_3m': 3_000_000, 'imagenet_8m': 8_000_000, 'teacher_resnet3
 @pytest.mark.parametrize('name', CONFIGS)
 def test_full_and_smoke_variants(name):
   full, smoke = _module(name).get_config(), _module(name).get_config('smoke')
-  assert full.stage in base.STAGES and smoke.stage == full.stage
+  assert full.stage in defaults.STAGES and smoke.stage == full.stage
   if name in IMAGENET:  # SPEC section 6
     assert (full.train.epochs, full.train.batch_size, full.train.lr) == (100, 256, 0.1)
     assert (full.train.schedule, full.train.lr_decay, full.train.weight_decay) == (
@@ -68,7 +72,7 @@ def test_full_and_smoke_variants(name):
 
 def test_imagenet_schedule_drops_tenfold_every_30_epochs():
   config = _module('imagenet_3m').get_config()
-  schedule = train.Schedule.from_config(config.train, steps_per_epoch=10)
+  schedule = optim.Schedule.from_config(config.train, steps_per_epoch=10)
   rates = [schedule.at_epoch(e) for e in (0, 29, 30, 59, 60, 90, 99)]
   np.testing.assert_allclose(rates, [0.1, 0.1, 0.01, 0.01, 1e-3, 1e-4, 1e-4], rtol=1e-6)
 
@@ -85,28 +89,50 @@ def test_imagenet_budgets_are_reachable(name):
 @pytest.mark.parametrize('name', sorted(STUDENTS))
 def test_fixed_students_are_the_networks_their_names_say(name, tmp_path):
   block, depth, width = STUDENTS[name]
-  geno = train.student_genotype(_module(name).get_config(), str(tmp_path))
+  geno = pipeline.student_genotype(_module(name).get_config(), str(tmp_path))
   assert (set(geno.blocks), geno.depth, geno.width) == ({block}, depth, width)
-  smoke = train.student_genotype(_module(name).get_config('smoke'), str(tmp_path))
+  smoke = pipeline.student_genotype(_module(name).get_config('smoke'), str(tmp_path))
   assert (set(smoke.blocks), smoke.depth, smoke.width) == ({block}, 10, width)
 
 
 def test_random_400k_draws_one_genotype_inside_the_budget(tmp_path):
   config = _module('random_400k').get_config()
-  geno = train.student_genotype(config, str(tmp_path))
+  geno = pipeline.student_genotype(config, str(tmp_path))
   assert (geno.depth, geno.width) == (40, 2)
   assert 390_000 < accounting.count(geno).params < 410_000
-  assert train.student_genotype(config, str(tmp_path)) == geno  # seeded
+  assert pipeline.student_genotype(config, str(tmp_path)) == geno  # seeded
   config.seed = 1
-  assert train.student_genotype(config, str(tmp_path)) != geno
+  assert pipeline.student_genotype(config, str(tmp_path)) != geno
 
 
 def test_the_imagenet_teacher_is_resnet34_with_standard_blocks():
-  geno = train.teacher_genotype(_module('teacher_resnet34').get_config())
+  geno = loop.teacher_genotype(_module('teacher_resnet34').get_config())
   assert (geno.arch, set(geno.blocks)) == ('resnet34', {'Conv'})
   assert accounting.count(geno).params == 21_797_672
 
 
 def test_the_teacher_is_wrn_40_2_with_standard_blocks():
-  geno = train.teacher_genotype(_module('teacher_wrn40_2').get_config())
+  geno = loop.teacher_genotype(_module('teacher_wrn40_2').get_config())
   assert accounting.count(geno).params == 2_243_546
+
+
+SEARCHES = [name for name in CONFIGS if name.startswith(('cifar_', 'imagenet_'))]
+
+
+@pytest.mark.parametrize('name', CONFIGS)
+def test_a_config_carries_only_the_sections_its_stage_reads(name):
+  config = _module(name).get_config()
+  pipeline_fields = set(data_lib.default_config(config.data.pipeline))
+  assert set(config.data) == pipeline_fields  # no other pipeline's fields
+  searches = name in SEARCHES or name == 'random_400k'
+  assert ('search' in config) == searches
+  if searches:
+    assert config.search.metric == 'fisher_potential' and config.search.conv_impl == 'auto'
+
+
+def test_the_three_cifar_docstrings_come_from_one_template():
+  docs = {name: _module(name).__doc__ for name in ('cifar_200k', 'cifar_400k', 'cifar_800k')}
+  for name, doc in docs.items():
+    budget = int(name.removeprefix('cifar_').removesuffix('k')) * 1000
+    assert doc == defaults.cifar_doc(name, budget)
+  assert '-0.685' in docs['cifar_400k'] and '4.21%' in docs['cifar_400k']

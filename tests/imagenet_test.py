@@ -11,12 +11,13 @@ import jax
 import numpy as np
 import pytest
 
+from bswap import pipeline
 from bswap.nets import accounting
 from bswap.nets import genotype as genotype_lib
 from bswap.nets import models
 from bswap.search import run as search
 from bswap.train import checkpoint
-from bswap.train import loop as train
+from bswap.train import loop
 from configs import imagenet_3m
 
 MENU = 'G(N),BG(2,M/4)'  # at 32 px and 10 classes, 1.4M-2.6M parameters
@@ -59,7 +60,7 @@ def test_search_finds_a_resnet34_student_inside_the_budget(searched):
 
 def _write_teacher(config, run_dir):
   """A 'trained' teacher: its initial variables saved where a teacher run saves them."""
-  model = models.build(train.teacher_genotype(config), config.model.num_classes)
+  model = models.build(loop.teacher_genotype(config), config.model.num_classes)
   variables = models.init_variables(model, 7, 0, config.data.image_size)
   ckpts = checkpoint.Checkpoints(str(run_dir / checkpoint.SUBDIR), keep=1)
   ckpts.save(1, variables)
@@ -73,7 +74,7 @@ def test_one_distilled_student_step_on_the_searched_genotype(searched, tmp_path)
   config.stage = 'student'
   config.train.max_steps = 1
   config.train.teacher_checkpoint = str(tmp_path / 'teacher')
-  summary = train.train_and_evaluate(config, str(workdir))
+  summary = pipeline.run(config, str(workdir))
   assert summary.step == 1
   assert genotype_lib.load(workdir / 'student' / 'genotype.json') == best.genotype
   record = json.loads((workdir / 'student' / 'metrics.jsonl').read_text().splitlines()[-1])
@@ -96,4 +97,4 @@ def test_a_wrn_teacher_checkpoint_for_a_resnet_student_is_a_clear_error(tmp_path
   config.train.genotype = ','.join(['DConv'] * 16)
   config.train.teacher_checkpoint = str(tmp_path / 'teacher')
   with pytest.raises(ValueError, match='different network than the teacher'):
-    train.train_and_evaluate(config, str(tmp_path / 'work'))
+    pipeline.run(config, str(tmp_path / 'work'))

@@ -26,7 +26,7 @@ def test_smoke_search_runs_as_a_module(tmp_path):
   result = run_main(tmp_path, '--config.search.num_candidates=3')
   assert result.returncode == 0, result.stderr[-3000:]
   record = json.loads((tmp_path / 'best_genotype.json').read_text())
-  assert record['num_candidates'] == 3
+  assert record['settings']['num_candidates'] == 3
   assert 'Best of 3' in result.stderr
 
 

@@ -6,6 +6,7 @@ import sys
 
 import pytest
 
+from bswap import files
 from bswap import show as inspect_cli
 from bswap.nets import genotype as genotype_lib
 
@@ -34,7 +35,7 @@ def test_list_of_names_defaults_to_wrn_40_2(capsys):
 def test_json_file_nested_and_plain(capsys, tmp_path):
   geno = genotype_lib.Genotype(tuple(NAMES16), 'wrn', 16, 2)
   plain = tmp_path / 'g.json'
-  genotype_lib.save_json(geno, plain)
+  files.write(plain, genotype_lib.dumps_json(geno))
   nested = tmp_path / 'best_genotype.json'
   nested.write_text(json.dumps({'genotype': geno.to_dict(), 'score': 1.0}))
   reports = [json.loads(run(capsys, str(p), '--json')[1]) for p in (plain, nested)]
@@ -45,7 +46,9 @@ def test_json_file_nested_and_plain(capsys, tmp_path):
 
 def test_reference_csv_and_table_output(capsys, tmp_path):
   path = tmp_path / 'g.csv'
-  genotype_lib.save_reference_csv(genotype_lib.Genotype(tuple(NAMES16), 'wrn', 16, 2), path)
+  files.write(
+    path, genotype_lib.dumps_reference_csv(genotype_lib.Genotype(tuple(NAMES16), 'wrn', 16, 2))
+  )
   code, out, _ = run(capsys, str(path))
   assert code == 0
   lines = out.splitlines()
@@ -73,7 +76,7 @@ def test_errors_exit_2_with_a_message(capsys, argv, error):
 
 def test_conflicting_flag_is_an_error(capsys, tmp_path):
   path = tmp_path / 'g.json'
-  genotype_lib.save_json(genotype_lib.Genotype(tuple(NAMES16), 'wrn', 16, 2), path)
+  files.write(path, genotype_lib.dumps_json(genotype_lib.Genotype(tuple(NAMES16), 'wrn', 16, 2)))
   code, _, err = run(capsys, str(path), '--width', '4')
   assert code == 2 and 'width=2 but width=4' in err
 
@@ -93,7 +96,8 @@ def test_runs_as_a_module():
 def test_search_output_is_counted_at_its_recorded_resolution(capsys, tmp_path):
   path = tmp_path / 'best_genotype.json'
   geno = genotype_lib.Genotype(tuple(NAMES16), 'wrn', 16, 2)
-  path.write_text(json.dumps({'genotype': geno.to_dict(), 'image_size': 8}))
+  settings = {'data': {'image_size': 8}}
+  path.write_text(json.dumps({'genotype': geno.to_dict(), 'settings': settings}))
   rep = json.loads(run(capsys, str(path), '--json')[1])
   assert rep['image_size'] == 8
   assert json.loads(run(capsys, str(path), '--json', '--image-size', '32')[1])['macs'] > rep['macs']

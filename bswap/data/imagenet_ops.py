@@ -10,21 +10,18 @@ Host side, on PIL images of any size, with torchvision's semantics:
               CenterCrop(size).
 
 Both return uint8 (size, size, 3) arrays, and every random choice comes from
-the numpy Generator passed in. `normalize` (ImageNet's mean and std) runs on
-the devices, so that batches cross to them as uint8, a quarter of float32.
+the numpy Generator passed in. Normalisation (augment.normalize with ImageNet's
+mean and std) runs on the devices, so that batches cross to them as uint8, a
+quarter of float32.
 """
 
 from __future__ import annotations
 
 import math
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 
-MEAN = np.array((0.485, 0.456, 0.406), np.float32)
-STD = np.array((0.229, 0.224, 0.225), np.float32)
 AREA = (0.08, 1.0)  # RandomResizedCrop's scale: the box's share of the image area
 ASPECT = (3 / 4, 4 / 3)  # and its width / height
 EVAL_RESIZE_RATIO = 256 / 224  # shorter side before the centre crop, over the crop size
@@ -92,8 +89,3 @@ def eval_image(image: Image.Image, size: int, resize_ratio: float = EVAL_RESIZE_
   # torchvision's CenterCrop rounds the offsets (half to even, as Python's round).
   left, top = int(round((new[0] - size) / 2)), int(round((new[1] - size) / 2))
   return np.asarray(image.crop((left, top, left + size, top + size)), np.uint8)
-
-
-def normalize(images) -> jax.Array:
-  """uint8 images -> float32 in [0, 1], minus ImageNet's MEAN, over its STD (per channel)."""
-  return (jnp.asarray(images).astype(jnp.float32) / 255.0 - MEAN) / STD

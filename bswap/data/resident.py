@@ -1,12 +1,14 @@
-"""Datasets resident on the devices, and batches drawn from them inside jit.
+"""The 'cifar' pipeline: datasets held in memory and resident on the devices.
 
-Training at tens of thousands of images per second leaves no room for a host
-round-trip per step, so the uint8 images live on the devices, split along the
-mesh's 'data' axis: each device holds `rows` examples of its own. Every epoch
-each device shuffles its rows (a permutation from the run key, the epoch and
-the device's position) and step i of the epoch gathers its local slice of the
-global batch from its own rows, with no communication. Each process loads only
-its devices' rows (`parallel.local_rows`).
+Both splits are decoded once into uint8 arrays (`sources.load`, cached on
+disk) and the training set lives on the devices, split along the mesh's 'data'
+axis: each device holds `rows` examples of its own. Training at tens of
+thousands of images per second leaves no room for a host round-trip per step,
+so every epoch each device shuffles its rows (a permutation from the run key,
+the epoch and the device's position) and step i of the epoch gathers its
+local slice of the global batch from its own rows, with no communication,
+then augments it there (`augment`: crop, flip, Cutout). Each process loads
+only its devices' rows (`parallel.local_rows`).
 
 Before the split the training set is shuffled once by a fixed seeded
 permutation, so that every device holds a random share of the classes even
@@ -15,15 +17,43 @@ when the source lists its images class by class.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+
 import flax
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
+from ml_collections import config_dict
 
 from bswap import parallel
-from bswap.data import arrays as input_pipeline
+from bswap.data import augment
+from bswap.data import sources
 
-_SPLIT_STREAM = 3  # numpy stream tag of the one-off shuffle before the split
+# Tags of the numpy random streams, so that draws from one seed never coincide
+# (stream 2 was an epoch order of the host; streamed.py uses 4 to 7).
+_FISHER_STREAM, _SPLIT_STREAM = 1, 3
+SUMMARY = 'in-memory arrays on the devices'  # for messages that list the pipelines
+
+
+def default_config() -> ml_collections.ConfigDict:
+  """config.data of the 'cifar' pipeline: CIFAR-10 and SPEC section 5's augmentation."""
+  data = ml_collections.ConfigDict()
+  # 'cifar10' (tensorflow-datasets if prepared, else the official archive,
+  # downloaded once and checksummed), a class-folder directory or .tar.gz,
+  # 'tfds:NAME', or 'synthetic'.
+  data.source = 'cifar10'
+  data.image_size = 32
+  data.synthetic_size = 1024  # examples per split when source = 'synthetic'
+  data.cache_dir = config_dict.placeholder(str)  # default ~/.cache/bswap
+  # Normalisation of pixels scaled to [0, 1]: the dataset's per-channel statistics.
+  data.mean = augment.CIFAR10.mean
+  data.std = augment.CIFAR10.std
+  # Training augmentation (SPEC section 5): pad-4 random crop, flip, Cutout 16.
+  data.crop_pad = 4
+  data.cutout = 16
+  return data
 
 
 @flax.struct.dataclass
@@ -48,7 +78,7 @@ def _place(images, labels, mask, mesh) -> DeviceSplit:
   )
 
 
-def train_split(ds: input_pipeline.ArrayDataset, mesh, seed: int) -> DeviceSplit:
+def train_split(ds: sources.ArrayDataset, mesh, seed: int) -> DeviceSplit:
   """The training set shuffled once, cut to a multiple of the device count, and placed.
 
   At most devices - 1 examples are left out (none for CIFAR-10 on 1, 2, 4 or 8 devices).
@@ -61,7 +91,7 @@ def train_split(ds: input_pipeline.ArrayDataset, mesh, seed: int) -> DeviceSplit
   return _place(ds.images[order], ds.labels[order], np.ones(len(order), bool), mesh)
 
 
-def test_split(ds: input_pipeline.ArrayDataset, mesh, batch_size: int) -> DeviceSplit:
+def test_split(ds: sources.ArrayDataset, mesh, batch_size: int) -> DeviceSplit:
   """The whole test set, zero-padded to whole batches; `mask` marks the real examples."""
   parallel.check_divisible(batch_size, mesh, 'eval batch size')
   padded = -(-len(ds) // batch_size) * batch_size
@@ -115,3 +145,173 @@ def eval_batch(mesh, split: DeviceSplit, index, batch_size: int) -> dict:
     split.images, split.labels, split.mask, jnp.asarray(index, jnp.int32)
   )
   return {'image': images, 'label': labels, 'mask': mask}
+
+
+# ----------------------------------------------------------------------------
+# The Fisher batch: drawn on the host from the in-memory training split.
+
+
+def fisher_batch(
+  ds: sources.ArrayDataset,
+  batch_size: int,
+  seed: int,
+  index: int | None = None,
+  *,
+  pad: int = 4,
+  cutout: int = 16,
+  stats: augment.Stats = augment.CIFAR10,
+) -> tuple[jax.Array, jax.Array]:
+  """One augmented training minibatch to score candidates on: (images, labels).
+
+  Examples are drawn without replacement by numpy's default_rng, seeded with
+  (stream tag, seed, 0, 0) for index=None, the one batch every candidate of a
+  search shares, or (stream tag, seed, 1, index) for candidate `index`'s own
+  fresh batch (the reference code draws a new batch per candidate). The same
+  generator then draws the augmentation key, so equal arguments give
+  identical arrays. The augmentation is `augment.augment` with pad and cutout.
+
+  Returns:
+    images (batch_size, H, W, 3) float32, normalised and augmented, and
+    labels (batch_size,) int32.
+  """
+  if not 0 < batch_size <= len(ds):
+    raise ValueError(
+      f'batch size {batch_size} must be in [1, {len(ds)}], the number of examples; '
+      'lower the batch size or use more data (e.g. --config.data.synthetic_size)'
+    )
+  entropy = (_FISHER_STREAM, seed, 0, 0) if index is None else (_FISHER_STREAM, seed, 1, index)
+  rng = np.random.default_rng(entropy)
+  chosen = np.asarray(rng.choice(len(ds), batch_size, replace=False))
+  images, labels = ds.images[chosen], ds.labels[chosen]
+  key = jax.random.PRNGKey(int(rng.integers(2**31)))
+  images = augment.augment(key, images, pad=pad, cutout=cutout, stats=stats)
+  return images, jnp.asarray(labels)
+
+
+# ----------------------------------------------------------------------------
+# Feeds: what training reads, one call per `steps_per_call` steps.
+
+
+def _spec(tree):
+  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), tree)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class TrainFeed:
+  """The training split on the devices; a call's inputs are (split, the epoch's order)."""
+
+  mesh: jax.sharding.Mesh
+  split: DeviceSplit
+  batch_size: int
+  max_steps_per_call = None  # any number of steps can run in one call (a lax.scan)
+
+  @property
+  def steps_per_epoch(self) -> int:
+    return self.split.rows // (self.batch_size // self.mesh.devices.size)
+
+  @functools.cached_property
+  def _order(self):
+    """Compiled once: the epoch's order from (split, order key, epoch)."""
+    fn = lambda split, key, epoch: epoch_order(self.mesh, jax.random.fold_in(key, epoch), split)
+    return jax.jit(fn, out_shardings=parallel.data_sharded(self.mesh))
+
+  def epoch(self, order_key, epoch: int, start: int, stop: int, steps_per_call: int):
+    order = self._order(self.split, order_key, np.int32(epoch))  # every process passes the same
+    inputs = (self.split, order)
+    return [(min(steps_per_call, stop - s), inputs) for s in range(start, stop, steps_per_call)]
+
+  def inputs_spec(self):
+    size = self.split.images.shape[0]
+    order = jax.ShapeDtypeStruct((size,), jnp.int32, sharding=parallel.data_sharded(self.mesh))
+    return _spec(self.split), order
+
+  @property
+  def take(self):
+    return functools.partial(_take_train, self.mesh, self.batch_size)
+
+
+def _take_train(mesh, batch_size: int, inputs, index):
+  split, order = inputs
+  return train_batch(mesh, split, order, index, batch_size)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class EvalFeed:
+  """The test split on the devices, scored in one call of `batches_per_call` batches."""
+
+  mesh: jax.sharding.Mesh
+  split: DeviceSplit
+  batch_size: int
+
+  @property
+  def batches_per_call(self) -> int:
+    return self.split.rows // (self.batch_size // self.mesh.devices.size)
+
+  def calls(self):
+    return [self.split]
+
+  def inputs_spec(self):
+    return _spec(self.split)
+
+  @property
+  def take(self):
+    return functools.partial(_take_eval, self.mesh, self.batch_size)
+
+
+def _take_eval(mesh, batch_size: int, split, index):
+  return eval_batch(mesh, split, index, batch_size)
+
+
+# ----------------------------------------------------------------------------
+# The pipeline's Data.
+
+
+class Data:
+  """In-memory arrays, resident on the devices and augmented there (CIFAR-sized data)."""
+
+  pipeline = 'cifar'
+  max_steps_per_call = None
+
+  def __init__(self, config):
+    data = config.data
+    self.source = data.source
+    self.stats = augment.Stats(data.mean, data.std)  # checked now, before any decoding
+    self.pad, self.cutout = data.crop_pad, data.cutout
+    self._load = functools.partial(
+      sources.load,
+      data.source,
+      image_size=data.image_size,
+      num_classes=config.model.num_classes,
+      synthetic_size=data.synthetic_size,
+      seed=config.seed,
+      cache_dir=data.cache_dir,
+    )
+    self._splits = {}
+
+  def split(self, name: str) -> sources.ArrayDataset:
+    """'train' or 'test', decoded (or read from the cache) when first asked for."""
+    if name not in self._splits:
+      self._splits[name] = self._load(name)
+    return self._splits[name]
+
+  @property
+  def num_classes(self) -> int:
+    return self.split('train').num_classes
+
+  def fisher_batch(self, batch_size: int, seed: int, index: int | None = None):
+    train = self.split('train')
+    return fisher_batch(
+      train, batch_size, seed, index, pad=self.pad, cutout=self.cutout, stats=self.stats
+    )
+
+  def train_transform(self, key, images):
+    return augment.augment(key, images, pad=self.pad, cutout=self.cutout, stats=self.stats)
+
+  def eval_transform(self, images):
+    return augment.normalize(images, self.stats)
+
+  def train_feed(self, mesh, batch_size: int, seed: int) -> TrainFeed:
+    return TrainFeed(mesh, train_split(self.split('train'), mesh, seed), batch_size)
+
+  def eval_feed(self, mesh, batch_size: int) -> EvalFeed:
+    return EvalFeed(mesh, test_split(self.split('test'), mesh, batch_size), batch_size)

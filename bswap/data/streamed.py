@@ -1,21 +1,11 @@
-"""Datasets streamed from the host: images decoded, cropped and flipped batch by batch.
+"""The 'imagenet' pipeline: datasets streamed from the host, decoded batch by batch.
 
-The 'imagenet' pipeline (config.data.pipeline). ImageNet's 1.28M JPEGs of
-assorted sizes cannot be held in memory as the 'cifar' pipeline holds its
-arrays (input_pipeline, device_data), so a split is only listed here, and
-each batch is decoded when it is needed. `open_split(source, split)` lists
-one split, 'train' or 'eval', of
-
-  'tfds:NAME'  a tensorflow-datasets dataset prepared as ArrayRecord, e.g.
-               'tfds:imagenet2012' (splits 'train' and 'validation'), read
-               without TensorFlow by `tfds.data_source`, which skips its own
-               image decoding: the JPEG bytes are decoded here;
-  a directory  train/<class>/<image> and val/<class>/<image> (or validation/,
-               or test/), images of any size and mode, listed by path;
-  'synthetic'  seeded random images of assorted sizes, made on demand.
+ImageNet's 1.28M JPEGs of assorted sizes cannot be held in memory as the
+'cifar' pipeline holds its arrays (resident.py), so a split is only listed
+(listing.py) and each batch is decoded when it is needed.
 
 `train_batches` walks an epoch with ImageNet's training preprocessing
-(imagenet_preprocess: random-resized crop and flip), dropping the last partial
+(imagenet_ops: random-resized crop and flip), dropping the last partial
 batch; `eval_batches` covers every example once (resize and centre crop),
 padding the last batch with masked-out rows; `fisher_batch` draws the one
 augmented batch a search scores on. Batches are uint8 numpy arrays: they are
@@ -46,23 +36,39 @@ from collections.abc import Iterator
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
-from PIL import Image
 
 from bswap import parallel
-from bswap.data import arrays as input_pipeline
+from bswap.data import augment
 from bswap.data import imagenet_ops as preprocess
+from bswap.data import listing
 
-SPLITS = ('train', 'eval')
-EVAL_FOLDERS = ('val', 'validation', 'test')  # a directory's eval split, the first present
-TFDS_EVAL_SPLITS = ('validation', 'test')  # a tfds dataset's eval split, the first prepared
-# Tags of the numpy random streams (input_pipeline uses 1 and 2, device_data 3).
-_EPOCH_STREAM, _CROP_STREAM, _FISHER_STREAM, _SYNTHETIC_STREAM = 4, 5, 6, 7
-_LAYOUT = 'train/<class>/<image> and val/<class>/<image>'
-_SOURCES_HELP = (
-  "the 'imagenet' pipeline reads 'tfds:NAME' (e.g. tfds:imagenet2012, prepared as the README "
-  f"says), a directory of {_LAYOUT}, or 'synthetic'"
-)
+# Tags of the numpy random streams (resident.py uses 1 and 3, listing.py 7).
+_EPOCH_STREAM, _CROP_STREAM, _FISHER_STREAM = 4, 5, 6
+Split = listing.Split
+SUMMARY = 'streamed from the host'  # for messages that list the pipelines
+
+
+def default_config() -> ml_collections.ConfigDict:
+  """config.data of the 'imagenet' pipeline: ImageNet and its standard preprocessing."""
+  data = ml_collections.ConfigDict()
+  # 'tfds:imagenet2012' prepared by hand (README, "ImageNet"); a directory of
+  # train/<class>/* and val/<class>/* images; or 'synthetic'.
+  data.source = 'tfds:imagenet2012'
+  data.image_size = 224
+  data.synthetic_size = 1024  # examples per split when source = 'synthetic'
+  data.mean = augment.IMAGENET.mean
+  data.std = augment.IMAGENET.std
+  # Training: torchvision's RandomResizedCrop (area fraction and aspect ratio
+  # ranges) to image_size, and a horizontal flip.
+  data.crop_area = preprocess.AREA
+  data.crop_aspect = preprocess.ASPECT
+  # Evaluation: shorter side resized to round(image_size * ratio), centre crop.
+  data.eval_resize_ratio = preprocess.EVAL_RESIZE_RATIO
+  data.workers = 0  # decoding threads per process; 0: one per CPU core
+  data.prefetch = 4  # batches decoded ahead of the training step
+  return data
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,206 +124,6 @@ class Options:
     if hasattr(os, 'sched_getaffinity'):  # Linux: the cores this process may run on
       return len(os.sched_getaffinity(0))
     return os.cpu_count() or 1
-
-
-# ----------------------------------------------------------------------------
-# Splits: listed up front, decoded one example at a time.
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class FolderSplit:
-  """A split of a class-folder directory: file paths (relative to root) and labels."""
-
-  root: str
-  files: list[str]
-  labels: np.ndarray  # (N,) int32
-  class_names: tuple[str, ...]
-
-  @property
-  def name(self) -> str:
-    return self.root
-
-  def __len__(self) -> int:
-    return len(self.files)
-
-  def load(self, index: int) -> tuple[Image.Image, int]:
-    """Example `index`: its RGB image and its label."""
-    name = self.files[index]
-    path = os.path.join(self.root, *name.split('/'))
-    return input_pipeline.open_rgb(path, name, self.root), int(self.labels[index])
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class TfdsSplit:
-  """A split of a prepared tensorflow-datasets dataset: a random-access source of records."""
-
-  name: str  # 'tfds:NAME[split]', for messages
-  source: object  # tfds.data_source(...): __len__ and __getitem__
-  class_names: tuple[str, ...]
-
-  def __len__(self) -> int:
-    return len(self.source)
-
-  def load(self, index: int) -> tuple[Image.Image, int]:
-    record = self.source[index]
-    if 'image' not in record or 'label' not in record:
-      raise ValueError(f"{self.name} records have {sorted(record)}, not 'image' and 'label'")
-    return _record_image(record['image'], index, self.name), int(record['label'])
-
-
-@dataclasses.dataclass(frozen=True)
-class SyntheticSplit:
-  """`size` seeded random images, each of its own size around `image_size`; for smoke runs."""
-
-  size: int
-  num_classes: int
-  image_size: int
-  seed: tuple[int, ...]
-
-  @property
-  def name(self) -> str:
-    return 'synthetic'
-
-  @property
-  def class_names(self) -> tuple[str, ...]:
-    return tuple(f'class_{i}' for i in range(self.num_classes))
-
-  def __len__(self) -> int:
-    return self.size
-
-  def load(self, index: int) -> tuple[Image.Image, int]:
-    rng = np.random.default_rng((_SYNTHETIC_STREAM, *self.seed, index))
-    low, high = max(1, self.image_size * 3 // 4), self.image_size * 3 // 2 + 1
-    height, width = rng.integers(low, high, 2)
-    pixels = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
-    return Image.fromarray(pixels), int(rng.integers(self.num_classes))
-
-
-Split = FolderSplit | TfdsSplit | SyntheticSplit
-
-
-def open_split(
-  source: str,
-  split: str,
-  *,
-  num_classes: int = 1000,
-  synthetic_size: int = 1024,
-  image_size: int = 224,
-  seed: int = 0,
-) -> Split:
-  """One split ('train' or 'eval') of `source` (see the module doc), listed, not decoded.
-
-  num_classes, synthetic_size, image_size and seed shape 'synthetic' data
-  only; other sources have their own classes (read `class_names`).
-
-  Raises:
-    ValueError: with what to do, whenever the data cannot be had.
-  """
-  if split not in SPLITS:
-    raise ValueError(f'split must be one of {SPLITS}; got {split!r}')
-  if source == 'synthetic':
-    return SyntheticSplit(synthetic_size, num_classes, image_size, (seed, SPLITS.index(split)))
-  if source.startswith('tfds:'):
-    return _tfds_split(source.removeprefix('tfds:'), split)
-  return _folder_split(source, split)
-
-
-def _folder_split(source: str, split: str) -> FolderSplit:
-  root = os.path.abspath(os.path.expanduser(source))
-  if not os.path.isdir(root):
-    what = 'is not a directory' if os.path.exists(root) else 'does not exist'
-    raise ValueError(f'data source {source!r} ({root}) {what}; {_SOURCES_HELP}')
-  class_names = tuple(_subfolders(root, 'train'))
-  if not class_names:
-    raise ValueError(f'{root}/train/ holds no class folders; expected {_LAYOUT}')
-  folder = 'train' if split == 'train' else _eval_folder(root)
-  classes = _subfolders(root, folder)
-  unknown = sorted(set(classes) - set(class_names))
-  if unknown:
-    raise ValueError(
-      f'{root}: {folder}/ has class folders that train/ lacks: {unknown[:5]}; '
-      'give both the same class folders'
-    )
-  label = {name: i for i, name in enumerate(class_names)}
-  files, labels, empty = [], [], []
-  for name in classes:
-    found = _images_under(root, f'{folder}/{name}')
-    files += found
-    labels += [label[name]] * len(found)
-    empty += [] if found else [f'{folder}/{name}/']
-  if empty:
-    empty = ', '.join(empty[:5])
-    raise ValueError(f'{root}: empty class folder(s) {empty}; add images or remove them')
-  return FolderSplit(root, files, np.array(labels, np.int32), class_names)
-
-
-def _eval_folder(root: str) -> str:
-  present = [f for f in EVAL_FOLDERS if os.path.isdir(os.path.join(root, f))]
-  if not present:
-    raise ValueError(f'{root} has no val/ (or validation/, test/) folder; expected {_LAYOUT}')
-  if len(present) > 1:
-    raise ValueError(f'{root} holds {" and ".join(present)}/: keep one evaluation folder')
-  return present[0]
-
-
-def _subfolders(root: str, folder: str) -> list[str]:
-  """The sorted visible folders in root/folder; a clear error if it is missing."""
-  path = os.path.join(root, folder)
-  if not os.path.isdir(path):
-    raise ValueError(f'{root} has no {folder}/ folder; expected class folders {_LAYOUT}')
-  with os.scandir(path) as entries:
-    return sorted(e.name for e in entries if e.is_dir() and input_pipeline.visible(e.name))
-
-
-def _images_under(root: str, folder: str) -> list[str]:
-  """Sorted 'folder/.../file' names of the visible files at any depth under root/folder."""
-  names = []
-  for parent, dirs, files in os.walk(os.path.join(root, folder)):
-    rel = os.path.relpath(parent, root).replace(os.sep, '/')
-    dirs[:] = [d for d in dirs if input_pipeline.visible(d)]
-    names += [f'{rel}/{f}' for f in files if input_pipeline.visible(f)]
-  return sorted(names)
-
-
-def _tfds_split(name: str, split: str) -> TfdsSplit:
-  tfds = input_pipeline.import_tfds(name, _SOURCES_HELP)
-  errors = []
-  for tfds_split in ('train',) if split == 'train' else TFDS_EVAL_SPLITS:
-    try:
-      # The image bytes as stored: decoding them here with PIL, on the loader's
-      # threads, is faster than tfds's decoding and needs no TensorFlow.
-      decoders = {'image': tfds.decode.SkipDecoding()}
-      source = tfds.data_source(name, split=tfds_split, download=False, decoders=decoders)
-    except Exception as e:  # tfds raises assorted types (AssertionError, DatasetNotFoundError...)
-      errors.append(f'{tfds_split!r}: {e}')
-      continue
-    full = f'tfds:{name}[{tfds_split}]'
-    return TfdsSplit(full, source, _tfds_class_names(source, full))
-  raise ValueError(
-    f'tensorflow-datasets has no prepared {name!r} {split} split ({"; ".join(errors)}); '
-    f'prepare it with `tfds build {name} --file_format=array_record` (ImageNet: see the '
-    f'README), or {_SOURCES_HELP}'
-  )
-
-
-def _tfds_class_names(source, name: str) -> tuple[str, ...]:
-  try:
-    label = source.dataset_info.features['label']
-  except (AttributeError, KeyError, TypeError) as e:
-    raise ValueError(f"{name} has no 'label' feature with class names ({e})") from e
-  names = getattr(label, 'names', None) or [str(i) for i in range(label.num_classes)]
-  return tuple(names)
-
-
-def _record_image(image, index: int, name: str) -> Image.Image:
-  """A record's image: encoded bytes (tfds's SkipDecoding) or decoded pixels, as RGB."""
-  if isinstance(image, np.ndarray) and image.dtype == object:
-    image = image.item()
-  if isinstance(image, bytes | np.bytes_):
-    return input_pipeline.open_rgb(bytes(image), f'record {index}', name)
-  pixels = np.asarray(image, np.uint8)
-  pixels = pixels[..., 0] if pixels.ndim == 3 and pixels.shape[-1] == 1 else pixels
-  return Image.fromarray(pixels).convert('RGB')
 
 
 # ----------------------------------------------------------------------------
@@ -398,7 +204,12 @@ def eval_batches(
 
 
 def fisher_batch(
-  split: Split, options: Options, batch_size: int, seed: int, index: int | None = None
+  split: Split,
+  options: Options,
+  batch_size: int,
+  seed: int,
+  index: int | None = None,
+  stats: augment.Stats = augment.IMAGENET,
 ) -> tuple[jax.Array, jax.Array]:
   """One training-preprocessed batch to score candidates on: (images, labels) on the device.
 
@@ -409,8 +220,8 @@ def fisher_batch(
   generator seeded with that tuple and i. Only those examples are decoded.
 
   Returns:
-    images (batch_size, size, size, 3) float32, normalised with ImageNet's
-    mean and std, and labels (batch_size,) int32.
+    images (batch_size, size, size, 3) float32, normalised with `stats`, and
+    labels (batch_size,) int32.
   """
   steps_per_epoch(split, batch_size)  # checks the batch size
   entropy = (_FISHER_STREAM, seed, 0, 0) if index is None else (_FISHER_STREAM, seed, 1, index)
@@ -418,7 +229,7 @@ def fisher_batch(
   example = functools.partial(_train_example, split, options, entropy)
   with contextlib.closing(_stream(example, [chosen], options, mask=False)) as stream:
     batch = next(stream)
-  return preprocess.normalize(batch['image']), jnp.asarray(batch['label'])
+  return augment.normalize(batch['image'], stats), jnp.asarray(batch['label'])
 
 
 def _train_example(split: Split, options: Options, key: tuple, index: int):
@@ -471,3 +282,128 @@ def _collect(images, labels, real, tasks, mask: bool) -> dict[str, np.ndarray]:
     task.result()  # raises what the example raised
   batch = {'image': images, 'label': labels}
   return {**batch, 'mask': real} if mask else batch
+
+
+# ----------------------------------------------------------------------------
+# Feeds: one streamed batch per call, put on the mesh split along 'data'.
+
+
+def batch_spec(mesh, batch_size: int, image_size: int, mask: bool = False) -> dict:
+  """The shapes and shardings of a streamed batch, to compile for before the first arrives."""
+  sharding = parallel.data_sharded(mesh)
+  spec = lambda shape, dtype: jax.ShapeDtypeStruct(shape, dtype, sharding=sharding)
+  batch = {
+    'image': spec((batch_size, image_size, image_size, 3), jnp.uint8),
+    'label': spec((batch_size,), jnp.int32),
+  }
+  return {**batch, 'mask': spec((batch_size,), jnp.bool_)} if mask else batch
+
+
+def put_batch(batch: dict, mesh) -> dict:
+  """This process's rows of a global batch, put on the mesh split along 'data'."""
+  return {key: parallel.put_sharded(value, mesh) for key, value in batch.items()}
+
+
+def _the_batch(inputs, index):
+  """A streamed call's inputs are its one batch, whatever the step."""
+  del index
+  return inputs
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class TrainFeed:
+  """Step s of epoch e is batch s of train_batches(seed, e): a resumed run continues the stream."""
+
+  mesh: jax.sharding.Mesh
+  split: Split
+  options: Options
+  batch_size: int
+  seed: int
+  max_steps_per_call = 1  # each call takes one batch from the host
+  take = staticmethod(_the_batch)
+
+  @property
+  def steps_per_epoch(self) -> int:
+    devices = self.mesh.devices.size
+    return (len(self.split) // devices) // (self.batch_size // devices)
+
+  def epoch(self, order_key, epoch: int, start: int, stop: int, steps_per_call: int):
+    del order_key, steps_per_call  # the order is the host's, from the seed; one step per call
+    batches = train_batches(
+      self.split, self.options, self.batch_size, self.seed, epoch, start=start, stop=stop
+    )
+    return ((1, put_batch(b, self.mesh)) for b in batches)
+
+  def inputs_spec(self):
+    return batch_spec(self.mesh, self.batch_size, self.options.image_size)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class EvalFeed:
+  """Every evaluation example once, one streamed batch per call, padding masked out."""
+
+  mesh: jax.sharding.Mesh
+  split: Split
+  options: Options
+  batch_size: int
+  batches_per_call = 1
+  take = staticmethod(_the_batch)
+
+  def calls(self):
+    batches = eval_batches(self.split, self.options, self.batch_size)
+    return (put_batch(b, self.mesh) for b in batches)
+
+  def inputs_spec(self):
+    return batch_spec(self.mesh, self.batch_size, self.options.image_size, mask=True)
+
+
+# ----------------------------------------------------------------------------
+# The pipeline's Data.
+
+
+class Data:
+  """Listed splits, decoded and preprocessed on the host batch by batch (ImageNet-sized data)."""
+
+  pipeline = 'imagenet'
+  max_steps_per_call = 1
+
+  def __init__(self, config):
+    data = config.data
+    self.source = data.source
+    self.options = Options.from_config(data)  # checked now, before anything is listed
+    self.stats = augment.Stats(data.mean, data.std)
+    self._open = functools.partial(
+      listing.open_split,
+      data.source,
+      num_classes=config.model.num_classes,
+      synthetic_size=data.synthetic_size,
+      image_size=data.image_size,
+      seed=config.seed,
+    )
+    self._splits = {}
+
+  def split(self, name: str) -> Split:
+    """'train' or 'eval', listed when first asked for."""
+    if name not in self._splits:
+      self._splits[name] = self._open(name)
+    return self._splits[name]
+
+  @property
+  def num_classes(self) -> int:
+    return len(self.split('train').class_names)
+
+  def fisher_batch(self, batch_size: int, seed: int, index: int | None = None):
+    return fisher_batch(self.split('train'), self.options, batch_size, seed, index, self.stats)
+
+  def train_transform(self, key, images):
+    del key  # the host has cropped and flipped
+    return augment.normalize(images, self.stats)
+
+  def eval_transform(self, images):
+    return augment.normalize(images, self.stats)
+
+  def train_feed(self, mesh, batch_size: int, seed: int) -> TrainFeed:
+    return TrainFeed(mesh, self.split('train'), self.options, batch_size, seed)
+
+  def eval_feed(self, mesh, batch_size: int) -> EvalFeed:
+    return EvalFeed(mesh, self.split('eval'), self.options, batch_size)

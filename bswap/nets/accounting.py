@@ -150,6 +150,11 @@ def fixed_params(skel: arch_lib.Skeleton) -> int:
   return stem_cost(skel)[0] + head_cost(skel)[0]
 
 
+def fixed_macs(skel: arch_lib.Skeleton) -> int:
+  """MACs outside the substitutable blocks (stem and head)."""
+  return stem_cost(skel)[1] + head_cost(skel)[1]
+
+
 def param_table(skel: arch_lib.Skeleton, names: tuple[str, ...] = menu.NAMES) -> np.ndarray:
   """(num_blocks, len(names)) int64 parameter counts; -1 where a type is invalid."""
   return _table(skel, tuple(menu.canonical_name(n) for n in names), 0)

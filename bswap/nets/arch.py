@@ -73,15 +73,6 @@ class Skeleton:
     return self.arch == RESNET34
 
   @property
-  def num_stages(self) -> int:
-    return self.slots[-1].stage
-
-  @property
-  def blocks_size(self) -> int:
-    """Input resolution of the first block: the image after the stem (and its pool)."""
-    return self.slots[0].in_size
-
-  @property
   def stem_part(self) -> int:
     """Block index of the stem in the seed contract (SPEC section 4)."""
     return self.num_blocks

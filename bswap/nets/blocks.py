@@ -30,9 +30,6 @@ DENSE_INIT = nn.initializers.variance_scaling(1.0 / 3.0, 'fan_in', 'uniform')
 PROBE = 'probe'
 
 
-CONV_IMPLS = ('xla', 'fast')
-
-
 def conv(features: int, kernel: int, stride: int = 1, groups: int = 1, impl='xla', name=None):
   """Bias-free conv with PyTorch's symmetric padding kernel // 2.
 

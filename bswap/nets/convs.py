@@ -24,10 +24,26 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+IMPLS = ('xla', 'fast')
+
+
+def resolve(impl: str, platform: str, flag: str = 'conv_impl') -> str:
+  """`impl` ('auto', 'xla' or 'fast') for a backend: 'auto' is 'fast' on CPUs, else 'xla'.
+
+  XLA:CPU runs grouped convolutions slowly and 'fast' computes the same
+  function (same parameters) several times faster there (docs/benchmarks.md);
+  GPUs and TPUs have native grouped convolutions.
+  """
+  if impl == 'auto':
+    return 'fast' if platform == 'cpu' else 'xla'
+  if impl not in IMPLS:
+    raise ValueError(f"--config.{flag} must be 'auto', 'xla' or 'fast'; got {impl!r}")
+  return impl
+
 
 def conv2d(x: jax.Array, kernel: jax.Array, stride: int = 1, groups: int = 1, impl='xla'):
   """Conv of x (N, H, W, C) with kernel (k, k, C // groups, O), padding k // 2."""
-  if impl not in ('xla', 'fast'):
+  if impl not in IMPLS:
     raise ValueError(f"conv impl must be 'xla' or 'fast'; got {impl!r}")
   k = kernel.shape[0]
   if impl == 'xla' or groups == 1:

@@ -190,10 +190,9 @@ def load(
   stores only names: 16 make a ResNet-34, 3n a WRN of depth 6n + 4 and width 2.
   """
   path = os.fspath(path)
-  if not os.path.isfile(path):
+  if not files.exists(path) or os.path.isdir(path):
     raise ValueError(f'genotype file {path!r} does not exist')
-  with open(path) as f:
-    text = f.read()
+  text = files.read_text(path)
   if path.endswith('.csv') or not text.lstrip().startswith(('{', '[')):
     data = {'blocks': parse_reference_csv(text, path)}
   else:
@@ -208,14 +207,6 @@ def parse(
   text: str, arch: str | None = None, depth: int | None = None, width: int | None = None
 ) -> Genotype:
   """A genotype from a file path or a comma-separated list of block names."""
-  if os.path.exists(text) or text.endswith(('.json', '.csv')):
+  if files.is_url(text) or os.path.exists(text) or text.endswith(('.json', '.csv')):
     return load(text, arch, depth, width)
   return from_dict({'blocks': menu.split_names(text)}, arch, depth, width, source='block list')
-
-
-def save_json(genotype: Genotype, path: str | os.PathLike) -> None:
-  files.write_atomic(path, dumps_json(genotype))
-
-
-def save_reference_csv(genotype: Genotype, path: str | os.PathLike, score: float = 0.0):
-  files.write_atomic(path, dumps_reference_csv(genotype, score))

@@ -2,10 +2,10 @@
 
 `WideResNet(depth, width, genotype)` (pre-activation, CIFAR-10) and
 `ResNet34(genotype)` (post-activation, ImageNet) return `(logits, aux)` with
-`aux = {'stages': (s1, ..., sS), 'probes': (p_0, ..., p_{B-1})}`: the stage
-outputs are the attention-transfer points (3 for a WRN, 4 for ResNet-34), the
-probes are each block's residual-branch output before the add (also sown under
-'intermediates'). `build(genotype)` picks the class from the genotype's arch.
+`aux = {'stages': (s1, ..., sS)}`: the stage outputs, the attention-transfer
+points (3 for a WRN, 4 for ResNet-34). Each block's Fisher probe, its
+residual-branch output before the add, is sown under 'intermediates'.
+`build(genotype)` picks the class from the genotype's arch.
 
 Initialise with `init_variables(model, seed, index)`, not `model.init`: it
 implements the seed contract of SPEC section 4 (`bswap.weights`), drawing block
@@ -99,14 +99,13 @@ class _MixedNet(nn.Module):
     parts = build_parts(geno, skel, named=True, conv_impl=self.conv_impl)
     x = parts[0][1](x, train)
     last_of_stage = {slot.stage: slot.index for slot in skel.slots}
-    stages, probes = [], []
+    stages = []
     for (_, block, _, _), slot in zip(parts[1:-1], skel.slots):
-      x, probe = block(x, train)
-      probes.append(probe)
+      x, _ = block(x, train)  # the probe is sown
       if last_of_stage[slot.stage] == slot.index:
         stages.append(x)
     logits = parts[-1][1](x, train)
-    return logits, {'stages': tuple(stages), 'probes': tuple(probes)}
+    return logits, {'stages': tuple(stages)}
 
 
 class WideResNet(_MixedNet):

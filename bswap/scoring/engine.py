@@ -38,14 +38,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bswap import losses as distill
+from bswap import losses
 from bswap.nets import arch as arch_lib
 from bswap.nets import blocks
 from bswap.nets import genotype as genotype_lib
 from bswap.nets import models
 from bswap.nets import weights
 from bswap.scoring import fisher
-from bswap.search import memory as host_memory
 
 
 def _block_forward(module: nn.Module):
@@ -102,21 +101,29 @@ def _head_gradient(module: nn.Module):
 
   def loss(x, variables, labels):
     logits, _ = module.apply(variables, x, train=True, mutable=['batch_stats'])
-    return distill.cross_entropy(logits, labels)
+    return losses.cross_entropy(logits, labels)
 
   return lambda variables, x, labels: jax.grad(loss)(x, variables, labels)
 
 
-class _BuildOnce:
-  """A thread-safe table of things built once: concurrent askers of a key wait for one build.
+class Pieces:
+  """The compiled pieces of one search: built once each, thread-safe, released at the end.
 
   With candidates scored on several threads, two of them often need the same
-  new executable at once; jit's own cache would let both compile it.
+  new executable at once; jit's own cache would let both compile it, so
+  concurrent askers of a key wait for one build. The search owns the table
+  (`with Pieces() as pieces:`) and drops it when it ends, so no executable
+  outlives the search (a pipeline trains next). The keys are bounded by the
+  menu, the skeleton's shapes and the kinds of piece, not by the number of
+  candidates; past `limit` entries the oldest are dropped (and rebuilt, or
+  read from the persistent cache, if asked for again).
   """
 
-  def __init__(self):
+  def __init__(self, limit: int = 4096):
     self._lock = threading.Lock()
-    self._futures: dict = {}
+    self._futures: dict = {}  # insertion-ordered: the oldest first
+    self.limit = limit
+    self.builds = 0
 
   def get(self, key, build):
     with self._lock:
@@ -124,38 +131,48 @@ class _BuildOnce:
       owner = future is None
       if owner:
         future = self._futures[key] = concurrent.futures.Future()
+        self.builds += 1
+        while len(self._futures) > self.limit:  # waiters hold their futures
+          del self._futures[next(iter(self._futures))]
     if owner:
       try:
         future.set_result(build())
       except BaseException as e:
         future.set_exception(e)
         with self._lock:
-          del self._futures[key]  # a later call may retry
+          self._futures.pop(key, None)  # a later call may retry
         raise
     return future.result()
 
+  def __len__(self) -> int:
+    return len(self._futures)
 
-# One executable per (piece, module, input shapes), shared by every Engine.
-_EXECUTABLES = _BuildOnce()
+  def clear(self) -> None:
+    with self._lock:
+      self._futures.clear()
+
+  def __enter__(self) -> Pieces:
+    return self
+
+  def __exit__(self, *exc) -> None:
+    self.clear()
 
 
 def _spec(x) -> jax.ShapeDtypeStruct:
   return jax.ShapeDtypeStruct(x.shape, x.dtype)
 
 
-def _compiled(key, fn, *args):
-  """`fn` compiled ahead of time for the shapes of `args` (arrays or specs), built once per key."""
-  return _EXECUTABLES.get(key, lambda: jax.jit(fn).lower(*args).compile())
-
-
 class Engine:
   """Scores genotypes of one skeleton; compiled pieces are shared across calls and threads."""
 
-  def __init__(self, skel: arch_lib.Skeleton, conv_impl: str = 'fast', low_memory: bool = False):
+  def __init__(self, skel: arch_lib.Skeleton, pieces: Pieces, conv_impl: str = 'fast'):
     self.skeleton = skel
+    self.pieces = pieces
     self.conv_impl = conv_impl
-    # Else the process keeps what every compile freed (bswap/host_memory.py).
-    host_memory.return_freed_memory(low=low_memory)
+
+  def _compiled(self, key, fn, *args):
+    """`fn` compiled ahead of time for the shapes of `args` (arrays or specs), once per key."""
+    return self.pieces.get(key, lambda: jax.jit(fn).lower(*args).compile())
 
   def variables(self, geno: genotype_lib.Genotype, seed: int, index: int):
     """Per-part variables of candidate `index`, exactly as `models.init_variables`."""
@@ -170,10 +187,10 @@ class Engine:
     return [module for _, module, _, _ in parts]
 
   def _stem(self, module, v, images):
-    return _compiled(('stem', module, _spec(images)), _stem_forward(module), v, images)
+    return self._compiled(('stem', module, _spec(images)), _stem_forward(module), v, images)
 
   def _forward(self, module, v, x):
-    return _compiled(('forward', module, _spec(x)), _block_forward(module), v, x)
+    return self._compiled(('forward', module, _spec(x)), _block_forward(module), v, x)
 
   def _backward(self, module, x, forward, first: bool):
     """The backward piece of a block (for `forward`'s outputs); block 0 needs no dL/dx.
@@ -190,18 +207,18 @@ class Engine:
       return compile_piece
 
     if not first:
-      return _EXECUTABLES.get(('backward', module, _spec(x)), build(_block_backward))
+      return self.pieces.get(('backward', module, _spec(x)), build(_block_backward))
     if self.skeleton.post_activation:  # a ReLU lies between the probe and the output
-      return _EXECUTABLES.get(('first', module, _spec(x)), build(_first_block_fisher))
+      return self.pieces.get(('first', module, _spec(x)), build(_first_block_fisher))
     # Pre-activation: the probe is added straight to the skip, dL/dprobe = dL/dy.
     # One piece per probe shape (batch, size, size, out_ch), whatever the block type.
     size = arch_lib.conv_out_size(x.shape[1], 3, module.stride)
     key = ('fisher', x.shape[0], size, module.out_ch, x.dtype)
-    return _EXECUTABLES.get(key, build(fisher.block_fisher, with_pullback=False))
+    return self.pieces.get(key, build(fisher.block_fisher, with_pullback=False))
 
   def _head(self, module, v, x, labels):
     key = ('head', module, _spec(x), _spec(labels))
-    return _compiled(key, _head_gradient(module), v, x, labels)
+    return self._compiled(key, _head_gradient(module), v, x, labels)
 
   def score(self, geno: genotype_lib.Genotype, seed: int, index: int, images, labels):
     """(total, per_block) Fisher potential, as numpy float values."""

@@ -23,7 +23,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from bswap import losses as distill
+from bswap import losses
 from bswap.nets import blocks
 
 
@@ -57,7 +57,7 @@ def probe_gradients(model: nn.Module, variables, images, labels):
 
   def loss(perturbations):
     logits, probes = _forward(model, {**variables, 'perturbations': perturbations}, images)
-    return distill.cross_entropy(logits, labels), probes
+    return losses.cross_entropy(logits, labels), probes
 
   # Only the perturbations are differentiated: no weight gradients are formed.
   grads, probes = jax.grad(loss, has_aux=True)(perturbations)

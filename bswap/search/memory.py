@@ -6,10 +6,9 @@ leaves it free but fragmented (~10 MB per executable on top of the live one);
 and once glibc's adaptive mmap threshold has grown, the candidates' residual
 buffers (16 MB activations at batch 128) are carved from the heap, where they
 fragment it further. A 40-candidate WRN-40-2 search peaked at 5.5-7.7 GiB
-while using about 3 GiB. Trimming after compiles brings a 20-candidate peak
-from 5.6 to 3.8 GiB at no lasting cost; also mapping large buffers on their
-own (`low`: config.search.low_memory) to 3.2 GiB, ~1.3x slower
-(docs/benchmarks.md).
+while using about 3 GiB. Trimming after compiles, and optionally mapping large
+buffers on their own (`low`: config.search.low_memory), bring the peak down
+(numbers in docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -19,7 +18,7 @@ import functools
 
 from jax import monitoring
 
-_COMPILE_EVENT = '/jax/core/compile/backend_compile_duration'  # compiles and cache loads
+COMPILE_EVENT = '/jax/core/compile/backend_compile_duration'  # compiles and cache loads
 _M_MMAP_THRESHOLD = -3  # mallopt's parameter number, <malloc.h>
 MMAP_THRESHOLD = 1 << 20  # bytes
 
@@ -51,7 +50,7 @@ def trim_after_compiles() -> bool:
 
   def on_duration(event: str, duration: float, **_):
     del duration
-    if event == _COMPILE_EVENT:
+    if event == COMPILE_EVENT:
       trim(0)
 
   monitoring.register_event_duration_secs_listener(on_duration)

@@ -1,25 +1,27 @@
-"""The BlockSwap search: sample -> score -> rank -> write (SPEC sections 1 and 4).
+"""The BlockSwap search: propose -> score -> rank -> write (SPEC sections 1 and 4).
 
-`run_search(config, workdir)` samples genotypes inside the budget, initialises
-each by the seed contract, scores it by Fisher potential on one minibatch,
-and writes to the workdir:
+`run_search(config, workdir)` proposes genotypes inside the constraints (the
+configured strategy: BlockSwap samples them uniformly), initialises each by
+the seed contract, scores it by the configured metric on one minibatch, and
+writes to the workdir:
 
-  best_genotype.json  the winner, its counts, score and per-block scores
+  best_genotype.json  the winner, its counts, score and per-block scores, and the
+                      settings of the search (`record.SearchRecord`)
   best_genotype.csv   the winner in the reference code's CSV format
-  candidates.csv      every candidate, best first: rank,score,params,macs,blocks
-  search.png          params vs Fisher potential, and the winner block by block
+  candidates.csv      every candidate, best first: rank,<metric>,params,macs,blocks
+  search.png          params vs score, and the winner block by block
 
-Files are written whole or not at all, and the same config gives identical
-files.
+`search(config)` does the same without writing (the benchmark times it). Files
+are written whole or not at all, and the same config gives identical files.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import csv
 import dataclasses
 import io
-import json
 import os
 import time
 
@@ -28,93 +30,31 @@ import numpy as np
 from absl import logging
 from tqdm import tqdm
 
+from bswap import data as data_lib
 from bswap import files
-from bswap.data import arrays as input_pipeline
-from bswap.data import streamed as host_data
 from bswap.nets import accounting
 from bswap.nets import arch as arch_lib
 from bswap.nets import genotype as genotype_lib
-from bswap.nets import menu
-from bswap.nets import models
 from bswap.scoring import engine as engine_lib
-from bswap.scoring import fisher
-from bswap.search import sampler
+from bswap.scoring import metrics
+from bswap.search import memory
+from bswap.search import record as record_lib
+from bswap.search import strategies
+
+Scored = record_lib.Scored
 
 
 @dataclasses.dataclass(frozen=True)
-class Scored:
-  """One scored candidate."""
-
-  index: int  # its position in the sample: the seed contract's candidate index
-  genotype: genotype_lib.Genotype
-  params: int
-  macs: int
-  score: float
-  block_scores: tuple[float, ...]
+class Result:
+  ranked: list[Scored]  # best first
+  acceptance: float
+  seconds: float
 
 
-def search_menu(config) -> tuple[str, ...] | None:
-  """The sub-menu from `config.search.menu` ('' = all 23 types)."""
-  text = config.search.menu
-  return tuple(menu.split_names(text)) if text else None
-
-
-def sample_candidates(config, num: int | None = None):
-  """(skeleton, sample): `num` (default config.search.num_candidates) genotypes in the budget."""
-  skel = arch_lib.skeleton(
-    config.model.arch,
-    config.model.depth,
-    config.model.width,
-    config.data.image_size,
-    config.model.num_classes,
-  )
-  sample = sampler.sample(
-    skel,
-    config.search.budget,
-    num or config.search.num_candidates,
-    seed=config.seed,
-    band=config.search.band,
-    names=search_menu(config),
-    max_draws=config.search.max_draws,
-  )
-  logging.info(
-    'Sampled %d genotypes of %s within %s +- %.1f%%: acceptance %.3g, %d draws.',
-    len(sample.genotypes),
-    skel.name,
-    f'{config.search.budget:,}',
-    100 * config.search.band,
-    sample.acceptance,
-    sample.draws,
-  )
-  return skel, sample
-
-
-def load_train_data(config) -> input_pipeline.ArrayDataset | host_data.Split:
-  """The training split the Fisher batches come from.
-
-  Pipeline 'cifar': decoded into memory. 'imagenet': only listed; the Fisher
-  batch decodes its own examples alone.
-  """
-  data = config.data
-  input_pipeline.check_pipeline(data.pipeline)
-  if data.pipeline == 'imagenet':
-    return host_data.open_split(
-      data.source,
-      'train',
-      num_classes=config.model.num_classes,
-      synthetic_size=data.synthetic_size,
-      image_size=data.image_size,
-      seed=config.seed,
-    )
-  return input_pipeline.load(
-    data.source,
-    'train',
-    image_size=data.image_size,
-    num_classes=config.model.num_classes,
-    synthetic_size=data.synthetic_size,
-    seed=config.seed,
-    cache_dir=data.cache_dir,
-  )
+def skeleton(config) -> arch_lib.Skeleton:
+  """The network of config.model at config.data's resolution, block types left open."""
+  m = config.model
+  return arch_lib.skeleton(m.arch, m.depth, m.width, config.data.image_size, m.num_classes)
 
 
 def enable_compilation_cache(path: str) -> None:
@@ -126,155 +66,109 @@ def enable_compilation_cache(path: str) -> None:
   jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
 
 
-def make_scorer(config, skel):
-  """`(genotype, index, images, labels) -> (total, per_block)` for the configured engine."""
-  if config.search.engine == 'fast':
-    scorer = engine_lib.Engine(skel, config.search.conv_impl, config.search.low_memory)
-    return lambda geno, i, x, y: scorer.score(geno, config.seed, i, x, y)
-  if config.search.engine == 'reference':
-
-    def reference(geno, i, x, y):
-      model = models.build(geno, skel.num_classes)
-      variables = models.init_variables(model, config.seed, i, skel.image_size)
-      total, per_block = jax.device_get(fisher.jitted_fisher(model)(variables, x, y))
-      return float(total), per_block
-
-    return reference
-  raise ValueError(
-    f"--config.search.engine={config.search.engine!r} is unknown; use 'fast' or 'reference'"
-  )
+def fisher_batches(config, data: data_lib.Data):
+  """index -> (images, labels) a candidate is scored on: one shared batch, or one each."""
+  size, seed = config.search.batch_size, config.seed
+  if config.search.fresh_batch_per_candidate:
+    return lambda index: data.fisher_batch(size, seed, index)
+  shared = data.fisher_batch(size, seed)
+  return lambda index: shared
 
 
-def fisher_batch(config, train, index: int | None = None):
-  """(images, labels) to score on, augmented as the pipeline's training batches are.
-
-  index None: the batch all candidates share; else candidate `index`'s own.
-  """
-  batch_size, seed = config.search.batch_size, config.seed
-  if config.data.pipeline == 'imagenet':
-    options = host_data.Options.from_config(config.data)
-    return host_data.fisher_batch(train, options, batch_size, seed, index)
-  sizes = dict(pad=config.data.crop_pad, cutout=config.data.cutout)
-  return input_pipeline.fisher_batch(train, batch_size, seed, index, **sizes)
-
-
-def score_candidates(config, skel, sample, train) -> list[Scored]:
-  """Fisher potential of every sampled genotype."""
-  shared = fisher_batch(config, train)
-  score = make_scorer(config, skel)
+def score_candidates(skel, batch_of, score, threads: int, items) -> list[Scored]:
+  """Scores of `items`, (candidate index, genotype) pairs, in their order."""
 
   def one(item):
     i, geno = item
-    fresh = config.search.fresh_batch_per_candidate
-    images, labels = fisher_batch(config, train, index=i) if fresh else shared
-    total, per_block = score(geno, i, images, labels)
+    total, per_block = score(geno, i, *batch_of(i))
     count = accounting.count(geno, skel.image_size, skel.num_classes)
     return Scored(i, geno, count.params, count.macs, float(total), tuple(map(float, per_block)))
 
   # Candidates in flight on several threads: XLA compiles and runs outside the
   # GIL, so one candidate's compile or single-threaded op overlaps another's.
   # map() keeps the order, and each score is independent of scheduling.
-  items = list(enumerate(sample.genotypes))
-  with concurrent.futures.ThreadPoolExecutor(max(1, config.search.threads)) as pool:
+  with concurrent.futures.ThreadPoolExecutor(max(1, threads)) as pool:
     results = pool.map(one, items)
     return list(tqdm(results, total=len(items), desc='scoring', unit='cand'))
 
 
-def rank(scored: list[Scored]) -> list[Scored]:
-  """Highest Fisher potential first; ties keep sampling order."""
+def rank(scored: list[Scored], metric: metrics.Metric) -> list[Scored]:
+  """Predicted best first (by the metric's sign); ties keep the order of proposal."""
   for s in scored:
     if not np.isfinite(s.score):
       raise ValueError(
-        f'candidate {s.index} ({" ".join(s.genotype.blocks)}) has a non-finite Fisher '
-        f'potential {s.score}; check the input data (NaN pixels?) and the batch size'
+        f'candidate {s.index} ({" ".join(s.genotype.blocks)}) has a non-finite {metric.name} '
+        f'{s.score}; check the input data (NaN pixels?) and the batch size'
       )
-  return sorted(scored, key=lambda s: (-s.score, s.index))
+  return sorted(scored, key=lambda s: (-metric.sign * s.score, s.index))
 
 
-def candidates_csv(ranked: list[Scored]) -> str:
+def search(config, pieces: engine_lib.Pieces | None = None) -> Result:
+  """Propose, score and rank as `config.search` says; writes nothing."""
+  start = time.perf_counter()
+  metric = metrics.get(config.search.metric)
+  # Data: the training split the Fisher batch comes from (in memory, or listed only).
+  data = data_lib.open_data(config)
+  data_lib.check_num_classes(data, config)
+  # Score: the metric at initialisation, by the configured engine.
+  skel = skeleton(config)
+  with contextlib.ExitStack() as stack:
+    if pieces is None:
+      pieces = stack.enter_context(engine_lib.Pieces())
+    score = metrics.make_scorer(config, skel, pieces)
+    batch_of = fisher_batches(config, data)
+    threads = config.search.threads
+    score_all = lambda items: score_candidates(skel, batch_of, score, threads, items)
+    # Propose: genotypes inside the constraints (fails at once on an unreachable budget).
+    outcome = strategies.get(config.search.strategy)(config, skel, score_all)
+  ranked = rank(outcome.scored, metric)
+  return Result(ranked, outcome.acceptance, time.perf_counter() - start)
+
+
+def candidates_csv(ranked: list[Scored], metric: str) -> str:
   out = io.StringIO()
   writer = csv.writer(out, lineterminator='\n')
-  writer.writerow(['rank', 'score', 'params', 'macs', 'blocks'])
+  writer.writerow(['rank', metric, 'params', 'macs', 'blocks'])
   for r, s in enumerate(ranked, start=1):
     writer.writerow([r, repr(s.score), s.params, s.macs, ' '.join(s.genotype.blocks)])
   return out.getvalue()
 
 
-def versions() -> dict:
-  import flax
-  import optax
-
-  return {'jax': jax.__version__, 'flax': flax.__version__, 'optax': optax.__version__}
-
-
-def best_json(config, best: Scored, sample: sampler.Sample, num: int) -> str:
-  record = {
-    'genotype': best.genotype.to_dict(),
-    'paper_names': list(best.genotype.paper_names),
-    'params': best.params,
-    'macs': best.macs,
-    'score': best.score,
-    'block_scores': list(best.block_scores),
-    'candidate_index': best.index,
-    'budget': config.search.budget,
-    'band': config.search.band,
-    'num_candidates': num,
-    'acceptance': sample.acceptance,
-    'seed': config.seed,
-    'batch_size': config.search.batch_size,
-    'fresh_batch_per_candidate': config.search.fresh_batch_per_candidate,
-    'engine': config.search.engine,
-    'data_source': config.data.source,
-    'data_pipeline': config.data.pipeline,
-    'image_size': config.data.image_size,
-    'versions': versions(),
-  }
-  return json.dumps(record, indent=2) + '\n'
-
-
-def write_outputs(config, workdir: str, ranked: list[Scored], sample) -> dict[str, str]:
+def write_outputs(config, workdir: str, result: Result) -> dict[str, str]:
   """Render every output in memory first, then move them into place."""
   from bswap import plots  # matplotlib is imported only when a picture is drawn
 
-  best = ranked[0]
-  texts = {
-    'best_genotype.json': best_json(config, best, sample, len(ranked)),
+  best, metric = result.ranked[0], config.search.metric
+  record = record_lib.SearchRecord.of(config, best, result.acceptance)
+  outputs = {
+    record_lib.FILE: record.to_json(),
     'best_genotype.csv': genotype_lib.dumps_reference_csv(best.genotype, best.score),
-    'candidates.csv': candidates_csv(ranked),
+    'candidates.csv': candidates_csv(result.ranked, metric),
+    'search.png': plots.search_figure(
+      result.ranked, config.search.budget, config.search.band, metrics.get(metric).label
+    ),
   }
-  png = plots.search_figure(ranked, config.search.budget, config.search.band)
-  os.makedirs(workdir, exist_ok=True)
-  paths = {}
-  for name, text in texts.items():
-    paths[name] = files.write_atomic(os.path.join(workdir, name), text)
-  paths['search.png'] = files.write_atomic(os.path.join(workdir, 'search.png'), png)
-  return paths
+  return {name: files.write(os.path.join(workdir, name), data) for name, data in outputs.items()}
 
 
 def run_search(config, workdir: str) -> Scored:
-  """Sample, score, rank and write; returns the best candidate."""
-  start = time.perf_counter()
+  """Search and write; returns the best candidate."""
   enable_compilation_cache(config.search.compilation_cache_dir)
-  # Data: the training split (in memory, or listed only); the Fisher batch is drawn from it.
-  train = load_train_data(config)
-  # Sample: budgeted genotypes (fails at once on an unreachable budget).
-  skel, sample = sample_candidates(config)
-  # Score: Fisher potential of each candidate at initialisation.
-  scored = score_candidates(config, skel, sample, train)
-  # Rank and write.
-  ranked = rank(scored)
-  paths = write_outputs(config, workdir, ranked, sample)
-  best = ranked[0]
-  elapsed = time.perf_counter() - start
+  # Else the process keeps what every compile freed (bswap/search/memory.py).
+  memory.return_freed_memory(low=config.search.low_memory)
+  result = search(config)
+  paths = write_outputs(config, workdir, result)
+  best, n = result.ranked[0], len(result.ranked)
   logging.info(
-    'Best of %d: %s, %s params, %s MACs, Fisher potential %.6g. %.1f s (%.2f s per candidate).',
-    len(ranked),
+    'Best of %d: %s, %s params, %s MACs, %s %.6g. %.1f s (%.2f s per candidate).',
+    n,
     ' '.join(best.genotype.paper_names),
     f'{best.params:,}',
     f'{best.macs:,}',
+    metrics.get(config.search.metric).label,
     best.score,
-    elapsed,
-    elapsed / len(ranked),
+    result.seconds,
+    result.seconds / n,
   )
   for path in paths.values():
     logging.info('Wrote %s', path)

@@ -4,8 +4,8 @@
 {"epoch", "step", "lr", "train_loss", "train_error", "test_loss", "test_error",
 "images_per_sec", ...}; errors are in %. The TensorBoard log (tensorboardX,
 which needs no TensorFlow) is optional: without tensorboardX it is skipped with
-a warning. Only process 0 writes. Files are written whole, locally by rename
-(`files.write_atomic`), and to URLs such as gs://bucket/dir through etils.epath.
+a warning. Only process 0 writes. Files are written whole (`bswap.files`), on
+local disks and at URLs such as gs://bucket/dir.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import os
 
 import jax
 from absl import logging
-from etils import epath
 
 from bswap import files
 
@@ -24,22 +23,10 @@ CURVES = 'curves.png'
 TENSORBOARD = 'tensorboard'
 
 
-def write_file(path: str, data: str | bytes) -> None:
-  """Writes a whole file, locally or to a URL (gs://...); never half a file."""
-  if '://' not in path:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    files.write_atomic(path, data)
-  elif isinstance(data, bytes):
-    epath.Path(path).write_bytes(data)  # an object store writes an object whole
-  else:
-    epath.Path(path).write_text(data)
-
-
 def read_records(path: str) -> list[dict]:
-  p = epath.Path(path)
-  if not p.exists():
+  if not files.exists(path):
     return []
-  return [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
+  return [json.loads(line) for line in files.read_text(path).splitlines() if line.strip()]
 
 
 class MetricWriter:
@@ -60,7 +47,7 @@ class MetricWriter:
   def _write_records(self) -> None:
     if self.active:
       text = ''.join(json.dumps(r) + '\n' for r in self.records)
-      write_file(os.path.join(self.run_dir, METRICS), text)
+      files.write(os.path.join(self.run_dir, METRICS), text)
 
   def write(self, record: dict) -> None:
     """Adds one epoch's record to metrics.jsonl (rewritten whole) and TensorBoard."""
@@ -77,7 +64,7 @@ class MetricWriter:
     if self.active and self.records:
       from bswap import plots  # matplotlib only when a picture is drawn
 
-      write_file(os.path.join(self.run_dir, CURVES), plots.curves_figure(self.records))
+      files.write(os.path.join(self.run_dir, CURVES), plots.curves_figure(self.records))
 
   def close(self) -> None:
     if self.tb is not None:

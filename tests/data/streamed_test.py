@@ -15,13 +15,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bswap.data import arrays as input_pipeline
+from bswap import data as data_lib
+from bswap import defaults
+from bswap import pipeline
+from bswap.data import augment
 from bswap.data import imagenet_ops as pp
+from bswap.data import listing
+from bswap.data import sources
 from bswap.data import streamed as hd
 from bswap.nets import genotype as genotype_lib
 from bswap.search import run as search
 from bswap.train import loop as train
-from configs import base
 
 # (file, width, height, mode): sizes differ, and so do modes (gray, RGBA, CMYK).
 TRAIN_IMAGES = [
@@ -33,6 +37,7 @@ TRAIN_IMAGES = [
 VAL_COUNTS = {'zebra': 2, 'ant': 2, 'mole': 1}  # written unsorted
 KNOWN = 'val/ant/0.png'  # 24 x 36, lossless: its centre crop is checked pixel by pixel
 OPTIONS = hd.Options(image_size=16, workers=2, prefetch=1)
+MEAN, STD = np.array(augment.IMAGENET.mean), np.array(augment.IMAGENET.std)
 
 
 def _write(path, width, height, mode, seed):
@@ -63,7 +68,7 @@ def tree(tmp_path_factory):
 
 @pytest.fixture(scope='module')
 def splits(tree):
-  return hd.open_split(str(tree), 'train'), hd.open_split(str(tree), 'eval')
+  return listing.open_split(str(tree), 'train'), listing.open_split(str(tree), 'eval')
 
 
 def _epoch(split, seed=0, epoch=0, options=OPTIONS, batch_size=4, **kwargs):
@@ -103,7 +108,7 @@ def test_validation_or_test_folders_serve_as_the_eval_split(tree, tmp_path):
     root = tmp_path / folder
     shutil.copytree(tree / 'train', root / 'train')
     shutil.copytree(tree / 'val', root / folder)
-    assert hd.open_split(str(root), 'eval').files[0] == f'{folder}/ant/0.png'
+    assert listing.open_split(str(root), 'eval').files[0] == f'{folder}/ant/0.png'
 
 
 # ----------------------------------------------------------------------------
@@ -119,10 +124,10 @@ def test_train_batches_have_the_shapes_dtypes_and_range_of_an_epoch(splits):
     assert batch['label'].shape == (4,) and batch['label'].dtype == np.int32
   labels = np.concatenate([b['label'] for b in batches])
   np.testing.assert_array_equal(np.bincount(labels), [4, 4, 4])  # each example once
-  normalised = np.asarray(pp.normalize(_images(batches)))
+  normalised = np.asarray(augment.normalize(_images(batches), augment.IMAGENET))
   assert normalised.dtype == np.float32
-  assert (normalised >= (0 - pp.MEAN) / pp.STD - 1e-5).all()
-  assert (normalised <= (1 - pp.MEAN) / pp.STD + 1e-5).all()
+  assert (normalised >= (0 - MEAN) / STD - 1e-5).all()
+  assert (normalised <= (1 - MEAN) / STD + 1e-5).all()
   assert normalised.std() > 0.5  # random pixels, not blank crops
 
 
@@ -200,15 +205,15 @@ def test_eval_batches_cover_every_example_once_and_mask_the_padding(splits, tree
 def test_fisher_batch_decodes_only_its_examples_deterministically(splits, monkeypatch):
   train_split = splits[0]
   opened = []
-  real = input_pipeline.open_rgb
+  real = sources.open_rgb
   monkeypatch.setattr(
-    input_pipeline, 'open_rgb', lambda entry, *args: opened.append(entry) or real(entry, *args)
+    sources, 'open_rgb', lambda entry, *args: opened.append(entry) or real(entry, *args)
   )
   images, labels = hd.fisher_batch(train_split, OPTIONS, 5, seed=0)
   assert len(opened) == len(set(opened)) == 5  # five distinct files, nothing else
   assert isinstance(images, jax.Array) and images.shape == (5, 16, 16, 3)
   assert images.dtype == np.float32 and labels.dtype == np.int32
-  assert float(images.min()) >= float(((0 - pp.MEAN) / pp.STD).min()) - 1e-5
+  assert float(images.min()) >= float(((0 - MEAN) / STD).min()) - 1e-5
   same = hd.fisher_batch(train_split, OPTIONS, 5, seed=0)
   np.testing.assert_array_equal(same[0], images)
   np.testing.assert_array_equal(same[1], labels)
@@ -219,13 +224,13 @@ def test_fisher_batch_decodes_only_its_examples_deterministically(splits, monkey
 
 
 def test_the_search_takes_its_fisher_batch_from_the_stream(tree):
-  config = base.smoke(base.cifar_config(50_000))
-  config.data.update(pipeline='imagenet', source=str(tree), image_size=16)
-  config.model.num_classes = 3
-  config.search.batch_size = 4
-  split = search.load_train_data(config)
-  assert isinstance(split, hd.FolderSplit)
-  images, labels = search.fisher_batch(config, split, index=2)
+  config = _stream_config(tree)
+  config.search = defaults.search(50_000)
+  config.search.update(batch_size=4, fresh_batch_per_candidate=True)
+  data = data_lib.open_data(config)
+  split = data.split('train')
+  assert isinstance(split, listing.FolderSplit)
+  images, labels = search.fisher_batches(config, data)(2)
   expected = hd.fisher_batch(split, hd.Options.from_config(config.data), 4, 0, index=2)
   np.testing.assert_array_equal(images, expected[0])
   np.testing.assert_array_equal(labels, expected[1])
@@ -278,35 +283,35 @@ def fake_tfds(monkeypatch):
 
 def test_tfds_route_reads_encoded_images_without_tensorflow(fake_tfds):
   calls, skip = fake_tfds
-  train_split = hd.open_split('tfds:imagenet2012', 'train')
+  train_split = listing.open_split('tfds:imagenet2012', 'train')
   assert calls == [('imagenet2012', 'train', False, {'image': skip})]
   assert len(train_split) == 6 and train_split.class_names == ('tench', 'goldfish', 'shark')
   batches = _epoch(train_split, batch_size=3)
   assert len(batches) == 2 and batches[0]['image'].shape == (3, 16, 16, 3)
   labels = np.concatenate([b['label'] for b in batches])
   np.testing.assert_array_equal(np.bincount(labels), [2, 2, 2])
-  eval_split = hd.open_split('tfds:imagenet2012', 'eval')
+  eval_split = listing.open_split('tfds:imagenet2012', 'eval')
   assert calls[-1][1] == 'validation' and eval_split.name == 'tfds:imagenet2012[validation]'
   (batch,) = hd.eval_batches(eval_split, OPTIONS, 4)
   np.testing.assert_array_equal(batch['mask'], [True, True, True, False])
   np.testing.assert_array_equal(batch['image'][2], 14)  # gray 14 -> RGB, any crop
   with pytest.raises(ValueError, match=r"no prepared 'imagenet2013' train split .*not found"):
-    hd.open_split('tfds:imagenet2013', 'train')
+    listing.open_split('tfds:imagenet2013', 'train')
 
 
 def test_tfds_route_without_tensorflow_datasets_is_a_clear_error(monkeypatch):
   monkeypatch.setitem(sys.modules, 'tensorflow_datasets', None)
   with pytest.raises(ValueError, match='needs tensorflow-datasets'):
-    hd.open_split('tfds:imagenet2012', 'train')
+    listing.open_split('tfds:imagenet2012', 'train')
 
 
 def test_synthetic_images_are_seeded_and_of_assorted_sizes():
-  split = hd.open_split('synthetic', 'train', num_classes=5, synthetic_size=20, image_size=16)
+  split = listing.open_split('synthetic', 'train', num_classes=5, synthetic_size=20, image_size=16)
   assert len(split) == 20 and split.class_names[-1] == 'class_4'
   sizes = {split.load(i)[0].size for i in range(20)}
   assert len(sizes) > 5 and all(12 <= min(s) and max(s) <= 24 for s in sizes)
   np.testing.assert_array_equal(split.load(3)[0], split.load(3)[0])
-  other = hd.open_split('synthetic', 'eval', num_classes=5, synthetic_size=20, image_size=16)
+  other = listing.open_split('synthetic', 'eval', num_classes=5, synthetic_size=20, image_size=16)
   assert not np.array_equal(np.asarray(other.load(3)[0]), np.asarray(split.load(3)[0]))
   assert {split.load(i)[1] for i in range(20)} <= set(range(5))
 
@@ -344,21 +349,21 @@ def test_broken_folders_are_clear_errors(tree, tmp_path, change, split, message)
   shutil.copytree(tree, root)
   change(root)
   if message is None:
-    hd.open_split(str(root), split)
+    listing.open_split(str(root), split)
     return
   with pytest.raises(ValueError, match=message) as error:
-    hd.open_split(str(root), split)
+    listing.open_split(str(root), split)
   assert str(root) in str(error.value)
 
 
 def test_bad_sources_and_arguments_are_clear_errors(tree, tmp_path):
   with pytest.raises(ValueError, match=r"'/no/such/data' \(/no/such/data\) does not exist"):
-    hd.open_split('/no/such/data', 'train')
+    listing.open_split('/no/such/data', 'train')
   (tmp_path / 'imagenet.tar').write_bytes(b'')
   with pytest.raises(ValueError, match=r'is not a directory; .*tfds:imagenet2012'):
-    hd.open_split(str(tmp_path / 'imagenet.tar'), 'train')
+    listing.open_split(str(tmp_path / 'imagenet.tar'), 'train')
   with pytest.raises(ValueError, match="split must be one of .*'test'"):
-    hd.open_split(str(tree), 'test')
+    listing.open_split(str(tree), 'test')
   with pytest.raises(ValueError, match='eval_resize_ratio must be at least 1'):
     hd.Options(resize_ratio=0.9)
   with pytest.raises(ValueError, match=r'crop_area must be .*\(0.0, 1.0\)'):
@@ -369,21 +374,19 @@ def test_an_unreadable_image_fails_its_batch_naming_the_file(tree, tmp_path):
   root = tmp_path / 'data'
   shutil.copytree(tree, root)
   (root / 'train' / 'ant' / 'a.jpg').write_bytes(b'not a jpeg')
-  split = hd.open_split(str(root), 'train')  # listing does not decode
+  split = listing.open_split(str(root), 'train')  # listing does not decode
   with pytest.raises(ValueError, match=r'cannot decode train/ant/a.jpg .*replace or delete'):
     _epoch(split, batch_size=12)
 
 
 def test_an_unknown_pipeline_is_a_clear_error(tmp_path):
-  with pytest.raises(ValueError, match=r"pipeline 'coco' is unknown; choose 'cifar' .*'imagenet'"):
-    input_pipeline.check_pipeline('coco')
-  config = base.smoke(base.cifar_config(50_000))
+  config = defaults.smoke(defaults.cifar_config(50_000))
   config.data.pipeline = 'coco'
-  with pytest.raises(ValueError, match="pipeline 'coco' is unknown"):
-    search.load_train_data(config)
+  with pytest.raises(ValueError, match="pipeline='coco' is unknown"):
+    search.search(config)
   config.stage = 'teacher'
-  with pytest.raises(ValueError, match="pipeline 'coco' is unknown"):
-    train.train_and_evaluate(config, str(tmp_path))
+  with pytest.raises(ValueError, match="pipeline='coco' is unknown"):
+    pipeline.run(config, str(tmp_path))
 
 
 # ----------------------------------------------------------------------------
@@ -392,10 +395,11 @@ def test_an_unknown_pipeline_is_a_clear_error(tmp_path):
 
 def _stream_config(tree, **train_overrides):
   """The WRN smoke config (WRN-10-1 here) on the tiny folders at 16 px: 3 steps of 4."""
-  config = base.smoke(base.cifar_config(50_000))
+  config = defaults.smoke(defaults.cifar_config(50_000))
   config.model.width = 1
   config.model.num_classes = 3
-  config.data.update(pipeline='imagenet', source=str(tree), image_size=16, workers=2)
+  config.data = data_lib.default_config('imagenet')
+  config.data.update(source=str(tree), image_size=16, workers=2)
   config.train.update(
     batch_size=4, eval_batch_size=4, genotype='Conv,Conv,Conv', genotype_width=1, tensorboard=False
   )

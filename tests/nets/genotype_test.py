@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from bswap import files
 from bswap.nets import genotype as genotype_lib
 
 MIXED = ('Conv', 'DConvA2', 'G8B4', 'DConv', 'ConvB2', 'A16B2')  # WRN-16
@@ -25,7 +26,7 @@ def test_genotype_is_immutable_and_hashable():
 def test_json_round_trip(tmp_path):
   geno = genotype_lib.Genotype(MIXED, 'wrn', 16, 2)
   path = tmp_path / 'g.json'
-  genotype_lib.save_json(geno, path)
+  files.write(path, genotype_lib.dumps_json(geno))
   assert json.loads(path.read_text()) == {
     'arch': 'wrn',
     'depth': 16,
@@ -52,7 +53,7 @@ def test_json_nested_under_genotype_key(tmp_path):
 def test_reference_csv_round_trip(tmp_path):
   geno = genotype_lib.uniform('G4B2', 40, 2)
   path = tmp_path / 'g.csv'
-  genotype_lib.save_reference_csv(geno, path, score=1.25)
+  files.write(path, genotype_lib.dumps_reference_csv(geno, 1.25))
   lines = path.read_text().splitlines()
   assert lines[0] == ',index,convs,fisher'
   assert lines[1].startswith("0,0,\"['G4B2', 'G4B2',") and lines[1].endswith('",1.25')
@@ -137,7 +138,7 @@ def test_missing_file_and_conflicting_flags(tmp_path):
   with pytest.raises(ValueError, match='does not exist'):
     genotype_lib.load(tmp_path / 'nope.json')
   path = tmp_path / 'g.json'
-  genotype_lib.save_json(genotype_lib.Genotype(MIXED, 'wrn', 16, 2), path)
+  files.write(path, genotype_lib.dumps_json(genotype_lib.Genotype(MIXED, 'wrn', 16, 2)))
   with pytest.raises(ValueError, match='says depth=16 but depth=40 was given'):
     genotype_lib.load(path, depth=40)
   assert genotype_lib.load(path, depth=16).depth == 16
@@ -148,10 +149,10 @@ def test_resnet34_genotypes_in_every_format(tmp_path):
   geno = genotype_lib.Genotype(tuple(names), 'resnet34')
   assert (geno.depth, geno.width) == (34, 1)
   assert geno.to_dict() == {'arch': 'resnet34', 'depth': 34, 'width': 1, 'blocks': names}
-  genotype_lib.save_json(geno, tmp_path / 'g.json')
+  files.write(tmp_path / 'g.json', genotype_lib.dumps_json(geno))
   assert genotype_lib.load(tmp_path / 'g.json') == geno
   # A reference CSV stores names only: 16 of them make a ResNet-34.
-  genotype_lib.save_reference_csv(geno, tmp_path / 'g.csv')
+  files.write(tmp_path / 'g.csv', genotype_lib.dumps_reference_csv(geno))
   assert genotype_lib.load(tmp_path / 'g.csv') == geno
   assert genotype_lib.parse(','.join(names)) == geno
   assert genotype_lib.uniform('Conv', arch='resnet34').blocks == ('Conv',) * 16

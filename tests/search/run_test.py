@@ -38,18 +38,19 @@ def test_best_is_inside_the_budget_and_ranked_first(smoke_run):
   budget, band = config.search.budget, config.search.band
   assert budget * (1 - band) < count.params < budget * (1 + band)
   assert (record['params'], record['macs']) == (count.params, count.macs)
-  assert record['budget'] == budget and record['seed'] == config.seed
+  assert record['settings']['budget'] == budget and record['settings']['seed'] == config.seed
+  assert record['metric'] == 'fisher_potential'
   assert len(record['block_scores']) == len(geno.blocks)
   assert np.isclose(sum(record['block_scores']), record['score'], rtol=1e-5)
 
   with open(workdir / 'candidates.csv') as f:
     rows = list(csv.DictReader(f))
-  assert list(rows[0]) == ['rank', 'score', 'params', 'macs', 'blocks']
+  assert list(rows[0]) == ['rank', 'fisher_potential', 'params', 'macs', 'blocks']
   assert len(rows) == config.search.num_candidates
-  scores = [float(r['score']) for r in rows]
+  scores = [float(r['fisher_potential']) for r in rows]
   assert scores == sorted(scores, reverse=True)
   assert [int(r['rank']) for r in rows] == list(range(1, len(rows) + 1))
-  assert float(rows[0]['score']) == record['score']  # full precision, exactly equal
+  assert float(rows[0]['fisher_potential']) == record['score']  # full precision, exactly equal
   assert rows[0]['blocks'].split() == list(geno.blocks)
   for r in rows:
     params = int(r['params'])
@@ -70,7 +71,8 @@ def test_fresh_batch_per_candidate_changes_scores_not_samples(smoke_run, tmp_pat
   config = config.copy_and_resolve_references()
   config.search.fresh_batch_per_candidate = True
   search.run_search(config, str(tmp_path))
-  read = lambda d: {r['blocks']: r['score'] for r in csv.DictReader(open(d / 'candidates.csv'))}
+  rows = lambda d: csv.DictReader(open(d / 'candidates.csv'))
+  read = lambda d: {r['blocks']: r['fisher_potential'] for r in rows(d)}
   shared, fresh = read(workdir), read(tmp_path)
   assert set(shared) == set(fresh)
   assert shared != fresh

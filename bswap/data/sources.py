@@ -1,4 +1,4 @@
-"""Data: where images come from, the CIFAR-10 augmentation, and minibatches.
+"""Data sources decoded into memory: one split as uint8 arrays.
 
 `load(source, split)` returns one split as an in-memory `ArrayDataset` of
 uint8 images and int32 labels. `source` is one of
@@ -13,18 +13,11 @@ uint8 images and int32 labels. `source` is one of
 Decoding is done once: the arrays of both splits are cached as an .npz in
 the cache directory (argument, else $BSWAP_CACHE_DIR, else ~/.cache/bswap),
 keyed by the source's path, size and mtime, and written whole or not at all.
-
-`augment(key, images)` is the CIFAR-10 training augmentation (crop with
-4-pixel zero padding, flip, normalise, Cutout 16) as a pure, jitted function
-of a PRNG key, vectorised over the batch. `fisher_batch` draws the minibatch
-a search scores candidates on; `epoch_batches` walks a shuffled epoch.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import functools
 import hashlib
 import http.client
 import io
@@ -34,34 +27,20 @@ import pickle
 import posixpath
 import sys
 import tarfile
-import tempfile
 import urllib.request
 import zipfile
 from collections.abc import Callable
-from collections.abc import Iterator
 from collections.abc import Mapping
 from collections.abc import Sequence
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 from absl import logging
-from jax import lax
 from PIL import Image
 from tqdm import tqdm
 
-# config.data.pipeline: where training and test batches come from.
-PIPELINES = {
-  # This module's in-memory arrays, resident on the devices (device_data) and
-  # augmented there (CIFAR-10's crop, flip and Cutout).
-  'cifar': 'in-memory arrays on the devices',
-  # Images listed, then decoded, cropped and flipped batch by batch on the
-  # host (host_data): ImageNet and anything too large for memory.
-  'imagenet': 'streamed from the host',
-}
+from bswap import files
+
 SPLITS = ('train', 'test')
-MEAN = np.array((0.4914, 0.4822, 0.4465), np.float32)
-STD = np.array((0.2023, 0.1994, 0.2010), np.float32)
 
 CIFAR10_URL = 'https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz'
 CIFAR10_MD5 = 'c58f30108f718f92721af3b95e74349a'
@@ -71,9 +50,6 @@ _CIFAR10_TRAIN_BATCHES = tuple(f'data_batch_{i}' for i in range(1, 6))
 ARCHIVE_SUFFIXES = ('.tar.gz', '.tgz', '.tar')
 
 _CACHE_VERSION = 1  # bump when the meaning of the cached arrays changes
-# Tags of the numpy random streams, so that the Fisher batches and the epoch
-# orders drawn from one seed never coincide.
-_FISHER_STREAM, _EPOCH_STREAM = 1, 2
 _LAYOUT = 'train/<class>/<image> and test/<class>/<image>'
 _SOURCES_HELP = (
   f'set --config.data.source to a directory or .tar.gz archive of {_LAYOUT}, '
@@ -142,13 +118,6 @@ def load(
   if source.startswith('tfds:'):
     return _from_tfds(source.removeprefix('tfds:'), split, image_size)
   return _class_folders(source, split, image_size, cache_dir)
-
-
-def check_pipeline(pipeline: str) -> None:
-  """A ValueError listing the valid names unless `pipeline` is one of PIPELINES."""
-  if pipeline not in PIPELINES:
-    choices = '; '.join(f'{k!r} ({v})' for k, v in PIPELINES.items())
-    raise ValueError(f'config.data.pipeline {pipeline!r} is unknown; choose {choices}')
 
 
 def synthetic(
@@ -353,7 +322,7 @@ def _cached(path: str, image_size, cache_dir: str, split: str, build: Callable) 
   arrays, size = build()
   cache_file = _cache_file(path, fingerprint, size, cache_dir)
   os.makedirs(cache_dir, exist_ok=True)
-  with _atomic_file(cache_file) as f:
+  with files.open_write(cache_file) as f:
     np.savez(f, **arrays)
   logging.info('Cached the decoded %s as %s', path, cache_file)
   return _fit(_dataset(arrays, split), image_size)
@@ -406,20 +375,6 @@ def _fingerprint(path: str) -> list:
   return sorted(entries)
 
 
-@contextlib.contextmanager
-def _atomic_file(dest: str):
-  """A binary file that appears at `dest` whole when the block ends, or not at all."""
-  fd, tmp = tempfile.mkstemp(dir=os.path.dirname(dest), prefix=os.path.basename(dest) + '.')
-  try:
-    with os.fdopen(fd, 'wb') as f:
-      yield f
-    os.replace(tmp, dest)
-  except BaseException:
-    with contextlib.suppress(FileNotFoundError):
-      os.remove(tmp)
-    raise
-
-
 # ----------------------------------------------------------------------------
 # CIFAR-10 and tensorflow-datasets.
 
@@ -447,7 +402,7 @@ def download_cifar10(cache_dir: str) -> str:
   os.makedirs(cache_dir, exist_ok=True)
   logging.info('Downloading %s to %s', CIFAR10_URL, dest)
   try:
-    with urllib.request.urlopen(CIFAR10_URL, timeout=60) as response, _atomic_file(dest) as f:
+    with urllib.request.urlopen(CIFAR10_URL, timeout=60) as response, files.open_write(dest) as f:
       digest = _copy_with_md5(response, f)
       if digest != CIFAR10_MD5:
         raise ValueError(
@@ -556,135 +511,3 @@ def _from_records(source, name: str, image_size: int | None) -> ArrayDataset:
     class_names = [str(i) for i in range(max(labels) + 1)]
   ds = ArrayDataset(np.stack(images), np.array(labels, np.int32), tuple(class_names))
   return _fit(ds, image_size)
-
-
-# ----------------------------------------------------------------------------
-# Augmentation: pure functions of a PRNG key, vectorised over the batch.
-
-
-def normalize(images) -> jax.Array:
-  """uint8 images -> float32, scaled to [0, 1], minus MEAN, over STD (per channel)."""
-  return (jnp.asarray(images).astype(jnp.float32) / 255.0 - MEAN) / STD
-
-
-@functools.partial(jax.jit, static_argnames=('pad', 'cutout'))
-def augment(key: jax.Array, images, *, pad: int = 4, cutout: int = 16) -> jax.Array:
-  """The CIFAR-10 training augmentation of a uint8 batch, returned normalised.
-
-  Crop at a random offset from the images zero-padded by `pad` (black pixels,
-  as padding precedes normalisation), flip left-right with probability 1/2,
-  normalise, then Cutout: zero a `cutout` x `cutout` square (after
-  normalisation) centred on a uniformly drawn pixel, clipped at the borders.
-  pad=0 or cutout=0 turns that step off.
-
-  Args:
-    key: the only source of randomness; split for crop, flip and cutout.
-    images: (N, H, W, 3) uint8.
-    pad: zero padding on each side before the crop.
-    cutout: side of the zeroed square.
-
-  Returns:
-    (N, H, W, 3) float32.
-  """
-  crop_key, flip_key, cutout_key = jax.random.split(key, 3)
-  x = random_crop(crop_key, jnp.asarray(images), pad)
-  x = random_flip(flip_key, x)
-  return random_cutout(cutout_key, normalize(x), cutout)
-
-
-def random_crop(key: jax.Array, images: jax.Array, pad: int) -> jax.Array:
-  """Each image cropped to its own size at a uniform offset in [0, 2 pad] of its zero-padding."""
-  if pad == 0:
-    return images
-  n, h, w, c = images.shape
-  padded = jnp.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
-  offsets = jax.random.randint(key, (n, 2), 0, 2 * pad + 1)
-  crop = lambda image, offset: lax.dynamic_slice(image, (offset[0], offset[1], 0), (h, w, c))
-  return jax.vmap(crop)(padded, offsets)
-
-
-def random_flip(key: jax.Array, images: jax.Array) -> jax.Array:
-  """Each image mirrored left-right with probability 1/2."""
-  flip = jax.random.bernoulli(key, 0.5, (images.shape[0],))
-  return jnp.where(flip[:, None, None, None], images[:, :, ::-1], images)
-
-
-def random_cutout(key: jax.Array, images: jax.Array, size: int) -> jax.Array:
-  """Cutout (DeVries & Taylor, 2017) as in its reference code.
-
-  The centre (cy, cx) is uniform over the pixel grid and rows
-  [cy - size//2, cy + size//2) x the same columns are zeroed, clipped at the
-  borders: at most size x size pixels, fewer near an edge.
-  """
-  if size == 0:
-    return images
-  n, h, w, _ = images.shape
-  y_key, x_key = jax.random.split(key)
-  cy = jax.random.randint(y_key, (n, 1), 0, h)
-  cx = jax.random.randint(x_key, (n, 1), 0, w)
-  half = size // 2
-  rows = (jnp.arange(h) >= cy - half) & (jnp.arange(h) < cy + half)  # (n, h)
-  cols = (jnp.arange(w) >= cx - half) & (jnp.arange(w) < cx + half)  # (n, w)
-  square = rows[:, :, None, None] & cols[:, None, :, None]
-  return jnp.where(square, 0.0, images).astype(images.dtype)
-
-
-# ----------------------------------------------------------------------------
-# Minibatches.
-
-
-def batch(ds: ArrayDataset, indices) -> tuple[np.ndarray, np.ndarray]:
-  """The uint8 images and int32 labels at `indices`."""
-  indices = np.asarray(indices)
-  return ds.images[indices], ds.labels[indices]
-
-
-def fisher_batch(
-  ds: ArrayDataset,
-  batch_size: int,
-  seed: int,
-  index: int | None = None,
-  *,
-  pad: int = 4,
-  cutout: int = 16,
-) -> tuple[jax.Array, jax.Array]:
-  """One augmented training minibatch to score candidates on: (images, labels).
-
-  Examples are drawn without replacement by numpy's default_rng, seeded with
-  (stream tag, seed, 0, 0) for index=None, the one batch every candidate of a
-  search shares, or (stream tag, seed, 1, index) for candidate `index`'s own
-  fresh batch (the reference code draws a new batch per candidate). The same
-  generator then draws the augmentation key, so equal arguments give
-  identical arrays. The augmentation is CIFAR-10's (`augment`, with pad and cutout).
-
-  Returns:
-    images (batch_size, H, W, 3) float32, normalised and augmented, and
-    labels (batch_size,) int32.
-  """
-  _check_batch_size(ds, batch_size)
-  entropy = (_FISHER_STREAM, seed, 0, 0) if index is None else (_FISHER_STREAM, seed, 1, index)
-  rng = np.random.default_rng(entropy)
-  images, labels = batch(ds, rng.choice(len(ds), batch_size, replace=False))
-  key = jax.random.PRNGKey(int(rng.integers(2**31)))
-  return augment(key, images, pad=pad, cutout=cutout), jnp.asarray(labels)
-
-
-def epoch_batches(
-  ds: ArrayDataset, batch_size: int, seed: int, epoch: int
-) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-  """The uint8 (images, labels) batches of one epoch, shuffled per (seed, epoch).
-
-  The last partial batch is dropped: an epoch of CIFAR-10 at 128 is 390 steps.
-  """
-  _check_batch_size(ds, batch_size)
-  order = np.random.default_rng((_EPOCH_STREAM, seed, epoch)).permutation(len(ds))
-  starts = range(0, len(ds) - batch_size + 1, batch_size)
-  return (batch(ds, order[start : start + batch_size]) for start in starts)
-
-
-def _check_batch_size(ds: ArrayDataset, batch_size: int):
-  if not 0 < batch_size <= len(ds):
-    raise ValueError(
-      f'batch size {batch_size} must be in [1, {len(ds)}], the number of examples; '
-      'lower the batch size or use more data (e.g. --config.data.synthetic_size)'
-    )

@@ -1,4 +1,4 @@
-"""Data sources, the decoded-array cache, CIFAR-10 augmentation and minibatches."""
+"""Data sources decoded into memory, and the decoded-array cache."""
 
 import hashlib
 import io
@@ -10,16 +10,13 @@ import sys
 import tarfile
 import types
 
-import jax
 import numpy as np
 import pytest
 from PIL import Image
 
-from bswap.data import arrays as ip
+from bswap.data import sources as ip
 
 CLASSES = {'zebra': 3, 'ant': 2, 'mole': 2}  # train images per class; deliberately unsorted
-WHITE = (1 - ip.MEAN) / ip.STD  # a normalised white pixel: positive in every channel
-BLACK = (0 - ip.MEAN) / ip.STD
 
 
 def _write_image(path, color, size=(8, 8), mode='RGB'):
@@ -289,141 +286,6 @@ def test_tfds_sources(monkeypatch, no_tfds, tmp_path):
   ds = ip.load('cifar10', 'train', cache_dir=str(tmp_path))
   assert ds.images.shape == (3, 4, 4, 3) and ds.class_names == ('0', '1', '2')
   np.testing.assert_array_equal(ds.images[2], 18)
-
-
-def test_normalize_matches_the_formula():
-  x = np.random.default_rng(0).integers(0, 256, (2, 4, 4, 3), dtype=np.uint8)
-  expected = (x / 255 - np.array([0.4914, 0.4822, 0.4465])) / np.array([0.2023, 0.1994, 0.2010])
-  for images in (x, jax.numpy.asarray(x)):
-    out = ip.normalize(images)
-    assert out.dtype == np.float32
-    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
-
-
-def test_augment_is_a_deterministic_function_of_the_key():
-  x = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
-  out = ip.augment(jax.random.PRNGKey(0), x)
-  assert out.shape == (4, 32, 32, 3) and out.dtype == np.float32
-  np.testing.assert_array_equal(out, ip.augment(jax.random.PRNGKey(0), x))
-  assert not np.array_equal(out, ip.augment(jax.random.PRNGKey(1), x))
-
-
-def test_crop_moves_a_pixel_at_most_pad_or_drops_it():
-  x = np.zeros((64, 8, 8, 3), np.uint8)
-  x[:, 2, 5] = 255
-  out = np.asarray(ip.random_crop(jax.random.PRNGKey(0), x, 4))
-  assert out.shape == x.shape
-  shifts = set()
-  for image in out:
-    ys, xs = np.nonzero(image[..., 0])
-    assert len(ys) <= 1
-    if len(ys):
-      assert abs(ys[0] - 2) <= 4 and abs(xs[0] - 5) <= 4
-      shifts.add((ys[0] - 2, xs[0] - 5))
-  assert len(shifts) > 5 and len([i for i in out if not i.any()]) > 0
-
-
-def test_crop_and_flip_give_a_possibly_mirrored_crop_of_the_zero_padded_image():
-  x = np.random.default_rng(1).integers(1, 256, (32, 6, 6, 3), dtype=np.uint8)
-  out = np.asarray(ip.augment(jax.random.PRNGKey(2), x, pad=2, cutout=0))
-  padded = np.asarray(ip.normalize(np.pad(x, ((0, 0), (2, 2), (2, 2), (0, 0)))))
-  flips = []
-  for i in range(32):
-    crops = [padded[i, dy : dy + 6, dx : dx + 6] for dy in range(5) for dx in range(5)]
-    match = (
-      [np.allclose(out[i], c) for c in crops],
-      [np.allclose(out[i], c[:, ::-1]) for c in crops],
-    )
-    assert any(match[0]) or any(match[1])
-    flips.append(any(match[1]))
-  assert 0 < sum(flips) < 32
-  alone = np.asarray(ip.augment(jax.random.PRNGKey(3), x, pad=0, cutout=0))
-  mirrored = [np.allclose(a, ip.normalize(b[:, ::-1])) for a, b in zip(alone, x)]
-  assert all(m or np.allclose(a, ip.normalize(b)) for m, a, b in zip(mirrored, alone, x))
-  assert 0 < sum(mirrored) < 32
-
-
-def test_padding_is_black_before_normalisation():
-  white = np.full((16, 8, 8, 3), 255, np.uint8)
-  out = np.asarray(ip.augment(jax.random.PRNGKey(0), white, pad=4, cutout=0))
-  is_white = np.isclose(out, WHITE, atol=1e-5).all(-1)
-  is_black = np.isclose(out, BLACK, atol=1e-5).all(-1)
-  assert (is_white | is_black).all() and is_black.any()
-
-
-def test_cutout_zeroes_one_clipped_square_after_normalisation():
-  white = np.full((64, 32, 32, 3), 255, np.uint8)
-  out = np.asarray(ip.augment(jax.random.PRNGKey(0), white, pad=0, cutout=16))
-  sizes = []
-  for image in out:
-    zero = image == 0
-    assert (zero == zero[..., :1]).all()  # all channels at once
-    rows, cols = np.nonzero(zero[..., 0].any(1))[0], np.nonzero(zero[..., 0].any(0))[0]
-    assert np.array_equal(rows, np.arange(rows[0], rows[-1] + 1))
-    assert np.array_equal(cols, np.arange(cols[0], cols[-1] + 1))
-    assert zero[..., 0].sum() == len(rows) * len(cols)  # a full rectangle
-    assert len(rows) <= 16 and len(cols) <= 16
-    np.testing.assert_allclose(
-      image[~zero[..., 0]], np.broadcast_to(WHITE, (1024 - zero[..., 0].sum(), 3)), atol=1e-5
-    )
-    sizes.append(zero[..., 0].sum())
-  assert 0 < min(sizes) < 256 and max(sizes) == 256
-
-
-def _labelled(n=64, size=32):
-  """Images filled with 200 + 5 * label, so an augmented image still shows its label."""
-  labels = np.arange(n, dtype=np.int32) % 10
-  images = np.broadcast_to(
-    (200 + 5 * labels).astype(np.uint8)[:, None, None, None], (n, size, size, 3)
-  )
-  return ip.ArrayDataset(np.array(images), labels, tuple(str(i) for i in range(10)))
-
-
-def test_fisher_batch_is_seeded_per_search_or_per_candidate():
-  ds = _labelled()
-  images, labels = ip.fisher_batch(ds, 16, seed=0)
-  assert images.shape == (16, 32, 32, 3) and images.dtype == np.float32
-  assert labels.shape == (16,) and labels.dtype == np.int32
-  # The brightest pixel (never padding or cutout) tells which example was drawn.
-  brightest = np.asarray(images[..., 0]).max(axis=(1, 2))
-  np.testing.assert_allclose(
-    brightest, ((200 + 5 * labels) / 255 - ip.MEAN[0]) / ip.STD[0], rtol=1e-5
-  )
-  same = ip.fisher_batch(ds, 16, seed=0)
-  np.testing.assert_array_equal(images, same[0])
-  np.testing.assert_array_equal(labels, same[1])
-  first, second = ip.fisher_batch(ds, 16, 0, index=1), ip.fisher_batch(ds, 16, 0, index=2)
-  np.testing.assert_array_equal(first[0], ip.fisher_batch(ds, 16, 0, index=1)[0])
-  assert not np.array_equal(first[0], second[0])
-  assert not np.array_equal(first[0], images)
-  assert not np.array_equal(ip.fisher_batch(ds, 16, seed=1)[0], images)
-  with pytest.raises(ValueError, match='batch size 65 must be in'):
-    ip.fisher_batch(ds, 65, seed=0)
-
-
-def test_fisher_batch_takes_the_augmentation_sizes():
-  # Cutout 16 zeroes an 8 px image whole; smoke configs pass smaller sizes.
-  ds = ip.load('synthetic', 'train', image_size=8, synthetic_size=16)
-  images, _ = ip.fisher_batch(ds, 16, seed=0)
-  assert (np.asarray(images) == 0).all()
-  images, _ = ip.fisher_batch(ds, 16, seed=0, pad=1, cutout=4)
-  assert (np.asarray(images) != 0).all(-1).mean(axis=(1, 2)).min() >= 0.75
-
-
-def test_epoch_batches_drop_the_last_partial_batch_and_reshuffle_per_epoch():
-  ds = ip.ArrayDataset(np.zeros((10, 2, 2, 3), np.uint8), np.arange(10, dtype=np.int32), ('a',))
-  epoch = list(ip.epoch_batches(ds, 3, seed=0, epoch=0))
-  assert len(epoch) == 3
-  assert all(images.shape == (3, 2, 2, 3) and images.dtype == np.uint8 for images, _ in epoch)
-  seen = np.concatenate([labels for _, labels in epoch])
-  assert len(set(seen)) == 9
-  again = np.concatenate([labels for _, labels in ip.epoch_batches(ds, 3, seed=0, epoch=0)])
-  np.testing.assert_array_equal(seen, again)
-  other = np.concatenate([labels for _, labels in ip.epoch_batches(ds, 3, seed=0, epoch=1)])
-  assert not np.array_equal(seen, other)
-  np.testing.assert_array_equal(ip.batch(ds, [4, 1])[1], [4, 1])
-  with pytest.raises(ValueError, match='batch size'):
-    ip.epoch_batches(ds, 11, seed=0, epoch=0)
 
 
 def test_array_dataset_checks_dtypes_and_shapes():

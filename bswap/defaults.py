@@ -1,0 +1,315 @@
+"""The paper's settings as configs: CIFAR-10 (SPEC sections 1-5) and ImageNet (section 6).
+
+The files in configs/ are thin: each calls one builder here and carries a
+docstring with its command and expected result. Each builder returns only the
+sections its stage reads (a teacher has no search section, a CIFAR config no
+ImageNet preprocessing), every field overridable on the command line, e.g.
+`--config.search.num_candidates=100 --config.data.source=/path/to/cifar10.tar.gz`.
+`python -m bswap.bench` builds its default config here too, so an installed
+bswap needs no configs/ folder.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+from ml_collections import config_dict
+
+from bswap import data as data_lib
+
+# search: rank genotypes; teacher: train WRN-depth-width of config.model;
+# student: train config.train.genotype; pipeline: search, then train the winner.
+STAGES = ('search', 'teacher', 'student', 'pipeline')
+VARIANTS = ('smoke',)
+
+
+def _model(arch: str, depth: int, width: int, num_classes: int) -> ml_collections.ConfigDict:
+  model = ml_collections.ConfigDict()
+  model.arch = arch
+  model.depth = depth
+  model.width = width
+  model.num_classes = num_classes
+  return model
+
+
+def search(budget: int) -> ml_collections.ConfigDict:
+  """The search (SPEC sections 1 and 4): 1000 candidates inside budget +- 2.5%."""
+  s = ml_collections.ConfigDict()
+  s.budget = budget
+  s.band = 0.025  # keep genotypes strictly inside budget +- 2.5%
+  # What must fit (bswap/search/constraints.py): 'params', and/or 'macs' with a
+  # budget of multiply-accumulates per image inside mac_budget +- mac_band.
+  s.constraints = 'params'
+  s.mac_budget = config_dict.placeholder(int)
+  s.mac_band = 0.025
+  # How candidates are proposed (bswap/search/strategies.py); 'random': sample
+  # num_candidates uniformly inside the constraints and score them all.
+  s.strategy = 'random'
+  s.num_candidates = 1000
+  s.menu = ''  # comma-separated sub-menu, e.g. 'S,G(N),BG(2,M/4)'; '' = all 23
+  s.max_draws = 100_000_000  # refuse budgets needing more sampler draws
+  # The ranking metric (bswap/scoring/metrics.py), on one minibatch per candidate.
+  s.metric = 'fisher_potential'
+  s.batch_size = 128
+  # False: every candidate sees the same seeded batch (a fairer comparison).
+  # True: a fresh batch per candidate, as the reference code does.
+  s.fresh_batch_per_candidate = False
+  # 'fast': block by block, compiles shared by all candidates (bswap/scoring/engine.py);
+  # 'reference': one whole-network compile per candidate.
+  s.engine = 'fast'
+  # 'auto': bswap's faster grouped convolutions on CPUs, native ones elsewhere;
+  # 'xla': native everywhere (bit-identical to the reference path); 'fast'.
+  s.conv_impl = 'auto'
+  # Candidates scored concurrently (XLA runs outside the GIL): on a 2-core CPU,
+  # two keep both cores busy where one keeps about 1.4 (docs/benchmarks.md).
+  s.threads = 2
+  # True: large buffers mmapped and unmapped on their own (glibc), a smaller peak
+  # for a slower search (bswap/search/memory.py, docs/benchmarks.md).
+  s.low_memory = False
+  # Persistent XLA compilation cache: a second search skips the compiles.
+  s.compilation_cache_dir = '~/.cache/bswap/jax'  # '' disables it
+  return s
+
+
+def training() -> ml_collections.ConfigDict:
+  """Training of the teacher and the students (SPEC section 5)."""
+  train = ml_collections.ConfigDict()
+  train.epochs = 200
+  train.batch_size = 128  # global, split across devices; 390 steps per CIFAR-10 epoch
+  train.eval_batch_size = 1024  # the whole test set is scored, padding masked out
+  # torch.optim.SGD as the reference uses it: L2 decay added to every gradient.
+  train.lr = 0.1
+  train.momentum = 0.9
+  train.nesterov = False
+  train.weight_decay = 5e-4
+  # 'paper': x lr_decay at epochs 60, 120, 180 (the paper's text); 'code2019':
+  # at 60, 120, 160 (the authors' 2019 code); 'cosine': cosine over all epochs.
+  train.schedule = 'paper'
+  train.lr_decay = 0.2
+  # Student objective: CE + beta * sum over the 3 stage outputs of the
+  # attention-transfer loss, with the teacher from this checkpoint directory
+  # (e.g. workdir/teacher_wrn40_2/teacher/checkpoints; the run directory or its
+  # workdir also work). None: the student is trained with CE alone.
+  train.beta = 1000.0
+  train.teacher_checkpoint = config_dict.placeholder(str)
+  # The student: None = the search's workdir/best_genotype.json; 'random' = one
+  # genotype sampled inside config.search.budget; else a genotype file (JSON or
+  # reference CSV) or comma-separated block names (depth from their number,
+  # width genotype_width, default 2).
+  train.genotype = config_dict.placeholder(str)
+  train.genotype_width = config_dict.placeholder(int)
+  # Compute dtype: 'float32' or 'bfloat16' (parameters and BN statistics stay float32).
+  train.dtype = 'float32'
+  # Convolutions: 'xla' (native), 'fast' (bswap/nets/convs.py: grouped convs
+  # XLA:CPU runs several times faster; same function), 'auto' ('fast' on CPUs,
+  # else 'xla').
+  train.conv_impl = 'auto'
+  # Steps per jitted call; more than 1 runs them in a lax.scan, which saves host
+  # dispatches on GPU and TPU but is far slower on XLA:CPU (loops defeat its
+  # convolution kernels).
+  train.steps_per_call = 1
+  train.max_steps = config_dict.placeholder(int)  # stop early (smoke runs, benchmarks)
+  train.eval_every_epochs = 1
+  train.checkpoint_every_epochs = 5  # and always at the end; resumed automatically
+  train.keep_checkpoints = 3
+  train.tensorboard = True  # needs tensorboardX; skipped with a warning without it
+  return train
+
+
+def _base(stage: str, model, pipeline: str) -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+  config.stage = stage
+  config.seed = 0
+  config.model = model
+  config.data = data_lib.default_config(pipeline)
+  # Multi-host (TPU pod, multi-node GPU): run the same command on every host
+  # with --config.distributed=true; each host then loads only its share of the data.
+  config.distributed = False
+  return config
+
+
+# ----------------------------------------------------------------------------
+# CIFAR-10: WRN-40-2 and its students.
+
+
+def cifar_config(budget: int) -> ml_collections.ConfigDict:
+  """The BlockSwap search of a WRN-40-2 student at `budget` parameters (and its training)."""
+  config = _base('search', _model('wrn', 40, 2, 10), 'cifar')  # 18 substitutable blocks
+  config.search = search(budget)
+  config.train = training()
+  return config
+
+
+def smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Seconds on a 2-core CPU: WRN-10-2 on 8 px synthetic images (6 candidates)."""
+  config.model.depth = 10
+  config.data.source = 'synthetic'
+  config.data.image_size = 8
+  config.data.synthetic_size = 64
+  config.data.crop_pad = 1  # Cutout 16 would blank an 8 px image whole
+  config.data.cutout = 4
+  if 'search' in config:
+    config.search.budget = 50_000  # reachable by WRN-10-2 (22K-304K), acceptance ~5%
+    config.search.num_candidates = 6
+    config.search.batch_size = 8
+    config.search.compilation_cache_dir = ''  # smoke runs leave nothing behind
+  # Training: 2 epochs of 4 steps at batch 16 (divisible by 1, 2, 4, 8 or 16 devices).
+  config.train.epochs = 2
+  config.train.batch_size = 16
+  config.train.eval_batch_size = 16
+  config.train.checkpoint_every_epochs = 1
+  config.train.keep_checkpoints = 2
+  return config
+
+
+def variant(config, arg: str | None, smoke_fn) -> ml_collections.ConfigDict:
+  """`config` as the config argument asks: None, or 'smoke' (smoke_fn applied)."""
+  if arg == 'smoke':
+    return smoke_fn(config)
+  if arg:
+    raise ValueError(f'unknown config variant {arg!r}; the only variant is ":smoke"')
+  return config
+
+
+def get(budget: int, arg: str | None) -> ml_collections.ConfigDict:
+  return variant(cifar_config(budget), arg, smoke)
+
+
+def teacher(arg: str | None) -> ml_collections.ConfigDict:
+  """The teacher: WRN-depth-width of config.model (WRN-40-2; smoke: WRN-10-2), all 'Conv'."""
+  config = _base('teacher', _model('wrn', 40, 2, 10), 'cifar')
+  config.train = training()
+  return variant(config, arg, smoke)
+
+
+def fixed_student(block: str, depth: int, width: int, arg: str | None):
+  """A student of one block type at WRN-depth-width (smoke: WRN-10-width).
+
+  Trained with attention transfer from --config.train.teacher_checkpoint when
+  given, with cross-entropy alone otherwise.
+  """
+  config = _base('student', _model('wrn', 40, 2, 10), 'cifar')
+  config.train = training()
+  config = variant(config, arg, smoke)
+  depth = 10 if arg == 'smoke' else depth
+  config.train.genotype = ','.join([block] * (3 * ((depth - 4) // 6)))
+  config.train.genotype_width = width
+  return config
+
+
+def random_student(budget: int, arg: str | None):
+  """One genotype drawn uniformly inside the budget, trained as a student (no ranking)."""
+  config = get(budget, arg)
+  config.stage = 'student'
+  config.train.genotype = 'random'
+  return config
+
+
+CIFAR_DOC = """BlockSwap search for a {k}K-parameter CIFAR-10 student of WRN-40-2.
+
+Command (from the repository root):
+
+  python -m bswap.main --config=configs/{name}.py --workdir=workdir/{name}
+
+Samples 1000 WRN-40-2 genotypes strictly inside {budget:,} +- 2.5% parameters,
+scores each by its Fisher potential at initialisation on one minibatch of 128
+augmented CIFAR-10 training images, and writes to the workdir:
+best_genotype.json (the student, its counts and per-block scores, and the
+search's settings), best_genotype.csv (the reference code's format),
+candidates.csv (every candidate, best first) and search.png. Rank by another
+metric with --config.search.metric=NAME. Time and memory per candidate on a
+CPU and a GPU: docs/benchmarks.md (the paper reports 8 minutes on one CPU).
+
+The paper's whole job (search, then train the winner for 200 epochs with
+attention transfer from a trained teacher, see configs/teacher_wrn40_2.py):
+
+  python -m bswap.main --config=configs/{name}.py --config.stage=pipeline \\
+    --config.train.teacher_checkpoint=workdir/teacher_wrn40_2/teacher/checkpoints
+
+writes the search's files, then workdir/{name}/student/ (checkpoints,
+metrics.jsonl, curves.png).
+
+Expected result (paper, Turner et al. 2020): BlockSwap students' CIFAR-10 test
+error {paper}; Spearman rank correlation between Fisher potential and final
+error over 100 random students at this budget: {rho}.
+
+Smoke variant (synthetic data, WRN-10-2 at 8 px, 6 candidates; seconds on a
+2-core CPU, mostly compiles):
+
+  python -m bswap.main --config=configs/{name}.py:smoke --workdir=/tmp/smoke
+
+Add --config.stage=pipeline to the smoke command to also train the winner for
+2 epochs of 4 steps at batch 16.
+"""
+
+# Paper, for the docstrings: Table 2 test errors near each budget, Table 1 rho.
+_CIFAR_PAPER = {
+  200_000: ('217K: 4.68%; 162K: 5.17%', '-0.602'),
+  400_000: ('404K: 4.21%', '-0.685'),
+  800_000: ('811K: 3.79%', '-0.635'),
+}
+
+
+def cifar_doc(name: str, budget: int) -> str:
+  """The docstring of configs/<name>.py, the search at `budget`."""
+  paper, rho = _CIFAR_PAPER[budget]
+  return CIFAR_DOC.format(k=budget // 1000, name=name, budget=budget, paper=paper, rho=rho)
+
+
+# ----------------------------------------------------------------------------
+# ImageNet: ResNet-34 students (SPEC section 6).
+
+
+def _imagenet_training() -> ml_collections.ConfigDict:
+  tc = training()
+  tc.epochs = 100
+  tc.batch_size = 256
+  tc.eval_batch_size = 500  # 100 steps over the 50,000 validation images
+  tc.lr = 0.1
+  tc.schedule = 'imagenet'  # x0.1 at epochs 30, 60, 90
+  tc.lr_decay = 0.1
+  tc.weight_decay = 1e-4
+  tc.beta = 750.0  # attention transfer on the 4 stage outputs
+  tc.checkpoint_every_epochs = 1  # an ImageNet epoch is 5,004 steps
+  return tc
+
+
+def imagenet_config(budget: int) -> ml_collections.ConfigDict:
+  """The BlockSwap search of a ResNet-34 student at `budget` parameters, on ImageNet."""
+  # depth 34 and width 1 are what a resnet34 genotype records; 16 substitutable blocks.
+  config = _base('search', _model('resnet34', 34, 1, 1000), 'imagenet')
+  config.search = search(budget)
+  # At 224 px the convs already keep both cores of a 2-core CPU busy: a second
+  # candidate in flight is no faster and needs more memory (docs/benchmarks.md).
+  config.search.threads = 1
+  config.train = _imagenet_training()
+  return config
+
+
+def imagenet_smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """A CPU run of minutes: ResNet-34 at 32 px on synthetic images, 3 candidates, 10 classes."""
+  config.model.num_classes = 10
+  config.data.source = 'synthetic'
+  config.data.image_size = 32  # the stem leaves 8 px; stage 4 runs at 1 px
+  config.data.synthetic_size = 32
+  config.data.workers = 2
+  if 'search' in config:
+    config.search.num_candidates = 3
+    config.search.batch_size = 8
+    config.search.compilation_cache_dir = ''
+  # Training: 2 epochs of 2 steps at batch 16.
+  config.train.epochs = 2
+  config.train.batch_size = 16
+  config.train.eval_batch_size = 16
+  config.train.keep_checkpoints = 2
+  return config
+
+
+def imagenet_get(budget: int, arg: str | None) -> ml_collections.ConfigDict:
+  return variant(imagenet_config(budget), arg, imagenet_smoke)
+
+
+def imagenet_teacher(arg: str | None) -> ml_collections.ConfigDict:
+  """The ImageNet teacher: ResNet-34 with standard blocks, trained with cross-entropy."""
+  config = _base('teacher', _model('resnet34', 34, 1, 1000), 'imagenet')
+  config.train = _imagenet_training()
+  return variant(config, arg, imagenet_smoke)

@@ -1,0 +1,118 @@
+"""The stages `python -m bswap.main` runs, and which network each one trains.
+
+`config.stage` names one of `STAGES`:
+
+  search    rank genotypes inside the budget, write the search's files (bswap.search)
+  teacher   train config.model's network, standard blocks only, in workdir/teacher
+  student   train the genotype config.train.genotype names in workdir/student, with
+            attention transfer from config.train.teacher_checkpoint when given
+  pipeline  the paper's whole job after the teacher: search, then train the winner
+            (a rerun reuses a finished search with the same settings)
+
+This is the only module that knows both the search and training; neither
+imports the other.
+"""
+
+from __future__ import annotations
+
+import os
+
+from absl import logging
+
+from bswap import files
+from bswap.nets import genotype as genotype_lib
+from bswap.search import record as record_lib
+from bswap.search import run as search_lib
+from bswap.search import strategies
+from bswap.train import loop
+
+TEACHER, STUDENT = 'teacher', 'student'  # run directories inside the workdir
+
+
+def student_genotype(config, workdir: str) -> genotype_lib.Genotype:
+  """The genotype config.train.genotype names.
+
+  None: the search's workdir/best_genotype.json. 'random': one genotype drawn
+  by the budgeted sampler at config.search.budget (seed config.seed). Else a
+  genotype file (JSON or the reference CSV) or a comma-separated list of block
+  names, at width config.train.genotype_width where the list gives none.
+  """
+  spec = config.train.genotype
+  if spec is None:
+    path = os.path.join(workdir, record_lib.FILE)
+    if not files.exists(path):
+      raise ValueError(
+        f'no {path}: run the search first (--config.stage=search, or --config.stage=pipeline '
+        'for search then training), or name a genotype with --config.train.genotype=PATH'
+      )
+    return genotype_lib.load(path)
+  if spec == 'random':
+    return random_genotype(config)
+  return genotype_lib.parse(spec, width=config.train.genotype_width)
+
+
+def random_genotype(config) -> genotype_lib.Genotype:
+  """One genotype drawn uniformly inside the budget: BlockSwap without the ranking."""
+  sample = strategies.sample_candidates(config, search_lib.skeleton(config), num=1)
+  return sample.genotypes[0]
+
+
+def train_teacher(config, workdir: str) -> loop.Summary:
+  return loop.fit(config, os.path.join(workdir, TEACHER), loop.teacher_genotype(config))
+
+
+def train_student(config, workdir: str) -> loop.Summary:
+  geno = student_genotype(config, workdir)
+  teacher = config.train.teacher_checkpoint
+  if not teacher:
+    logging.warning(
+      'No --config.train.teacher_checkpoint: training the student with cross-entropy alone, '
+      'without attention transfer'
+    )
+  return loop.fit(config, os.path.join(workdir, STUDENT), geno, teacher)
+
+
+def search_done(config, workdir: str) -> bool:
+  """True if workdir/best_genotype.json records a search with this config's settings."""
+  path = os.path.join(workdir, record_lib.FILE)
+  if not files.exists(path):
+    return False
+  record = record_lib.SearchRecord.from_json(files.read_text(path), source=path)
+  changed = record.mismatches(config)
+  if changed:
+    logging.info('%s is a search with other settings (%s): searching again', path, changed)
+  return not changed
+
+
+def run_pipeline(config, workdir: str) -> loop.Summary:
+  """The paper's whole job after the teacher: search, then train the best genotype."""
+  if config.train.genotype is not None:
+    raise ValueError(
+      'the pipeline trains the genotype its search finds; drop --config.train.genotype, '
+      'or use --config.stage=student to train a given genotype'
+    )
+  if search_done(config, workdir):
+    logging.info(
+      '%s holds this search already (a resumed pipeline): training its winner',
+      os.path.join(workdir, record_lib.FILE),
+    )
+  else:
+    search_lib.run_search(config, workdir)
+  return train_student(config, workdir)
+
+
+STAGES = {
+  'search': search_lib.run_search,
+  TEACHER: train_teacher,
+  STUDENT: train_student,
+  'pipeline': run_pipeline,
+}
+
+
+def run(config, workdir: str):
+  """Runs the stage config.stage names."""
+  if config.stage not in STAGES:
+    raise ValueError(
+      f'--config.stage={config.stage!r} is not available; choose one of {", ".join(STAGES)}'
+    )
+  return STAGES[config.stage](config, workdir)

@@ -1,0 +1,161 @@
+"""What a search produces: scored candidates, and the record of its choice.
+
+`SearchRecord` is `best_genotype.json`, the one file that says which student a
+search chose and under which settings. It is written by the search and read
+by the pipeline (to reuse a finished search), by `bswap.show` and by the
+genotype reader (which finds the genotype nested under "genotype").
+`mismatches(config)` names every recorded setting that a config would change:
+a rerun reuses a search only when there are none.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+from bswap.nets import genotype as genotype_lib
+from bswap.nets import menu
+
+FILE = 'best_genotype.json'
+
+
+@dataclasses.dataclass(frozen=True)
+class Scored:
+  """One scored candidate."""
+
+  index: int  # its position in the sample: the seed contract's candidate index
+  genotype: genotype_lib.Genotype
+  params: int
+  macs: int
+  score: float  # by the search's ranking metric
+  block_scores: tuple[float, ...]
+
+
+def versions() -> dict[str, str]:
+  import flax
+  import jax
+  import optax
+
+  return {'jax': jax.__version__, 'flax': flax.__version__, 'optax': optax.__version__}
+
+
+# Fields of config.data that change no pixel of the Fisher batch.
+_DATA_IGNORED = ('cache_dir', 'workers', 'prefetch', 'synthetic_size')
+
+
+def _data_settings(config) -> dict[str, Any]:
+  """config.data's fields that decide the Fisher batch (synthetic_size too, for synthetic data)."""
+  data = config.data.to_dict()
+  ignored = _DATA_IGNORED[:-1] if data['source'] == 'synthetic' else _DATA_IGNORED
+  return {k: list(v) if isinstance(v, tuple) else v for k, v in data.items() if k not in ignored}
+
+
+def search_settings(config) -> dict[str, Any]:
+  """Every setting of `config` that changes which candidate a search picks."""
+  s, m = config.search, config.model
+  settings = {
+    'arch': m.arch,
+    'depth': m.depth,
+    'width': m.width,
+    'num_classes': m.num_classes,
+    'seed': config.seed,
+    'metric': s.metric,
+    'strategy': s.strategy,
+    'engine': s.engine,
+    'constraints': s.constraints,
+    'budget': s.budget,
+    'band': s.band,
+    'menu': list(menu.split_names(s.menu)) if s.menu else list(menu.NAMES),
+    'num_candidates': s.num_candidates,
+    'batch_size': s.batch_size,
+    'fresh_batch_per_candidate': s.fresh_batch_per_candidate,
+    'data': _data_settings(config),
+  }
+  if 'macs' in s.constraints:
+    settings.update(mac_budget=s.mac_budget, mac_band=s.mac_band)
+  return settings
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchRecord:
+  """best_genotype.json: the chosen candidate, how it was scored, and the search's settings."""
+
+  genotype: genotype_lib.Genotype
+  params: int
+  macs: int
+  score: float
+  block_scores: tuple[float, ...]
+  candidate_index: int
+  acceptance: float
+  settings: dict[str, Any]  # search_settings(config) of the search that chose it
+  versions: dict[str, str] = dataclasses.field(default_factory=versions)
+
+  @classmethod
+  def of(cls, config, best: Scored, acceptance: float) -> SearchRecord:
+    return cls(
+      best.genotype,
+      best.params,
+      best.macs,
+      best.score,
+      tuple(best.block_scores),
+      best.index,
+      acceptance,
+      search_settings(config),
+    )
+
+  @property
+  def metric(self) -> str:
+    return self.settings['metric']
+
+  def to_json(self) -> str:
+    record = {
+      'genotype': self.genotype.to_dict(),
+      'paper_names': list(self.genotype.paper_names),
+      'params': self.params,
+      'macs': self.macs,
+      'metric': self.metric,
+      'score': self.score,
+      'block_scores': list(self.block_scores),
+      'candidate_index': self.candidate_index,
+      'acceptance': self.acceptance,
+      'settings': self.settings,
+      'versions': self.versions,
+    }
+    return json.dumps(record, indent=2) + '\n'
+
+  @classmethod
+  def from_json(cls, text: str, source: str = FILE) -> SearchRecord:
+    """A record from best_genotype.json's text; a clear error naming `source` if malformed."""
+    try:
+      data = json.loads(text)
+      record = cls(
+        genotype_lib.from_dict(data['genotype'], source=source),
+        int(data['params']),
+        int(data['macs']),
+        float(data['score']),
+        tuple(float(s) for s in data['block_scores']),
+        int(data['candidate_index']),
+        float(data['acceptance']),
+        dict(data['settings']),
+        dict(data.get('versions', {})),
+      )
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+      raise ValueError(
+        f'{source} is not a search record of this bswap version ({type(e).__name__}: {e}); '
+        'delete it to search again, or move it away'
+      ) from None
+    return record
+
+  def mismatches(self, config) -> list[str]:
+    """The settings (recorded value -> config's) that differ; [] when the config would redo it."""
+    wanted = search_settings(config)
+    keys = dict.fromkeys([*self.settings, *wanted])
+    return [
+      f'{k}: {self.settings.get(k)!r} -> {wanted.get(k)!r}'
+      for k in keys
+      if self.settings.get(k) != wanted.get(k)
+    ]
+
+  def matches(self, config) -> bool:
+    return not self.mismatches(config)
