@@ -50,7 +50,7 @@ def _define_flags() -> flags.FlagValues:
   config_flags.DEFINE_config_file(
     'config', None, 'Config file (default: bswap.defaults).', flag_values=fv
   )
-  define = lambda fn, name, default, text, **kw: fn(name, default, text, flag_values=fv, **kw)
+  define = lambda fn, name, default, text, **kw: fn(name, default, help=text, flag_values=fv, **kw)
   define(flags.DEFINE_integer, 'candidates', None, 'candidates (default 1000)', lower_bound=1)
   define(flags.DEFINE_integer, 'budget', None, 'parameter budget (default 400,000; ResNet-34: 3M)')
   define(flags.DEFINE_integer, 'batch', None, 'Fisher batch size (default 128)', lower_bound=1)

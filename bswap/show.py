@@ -17,9 +17,11 @@ import json
 import os
 import sys
 
+from bswap import files
 from bswap.nets import accounting
 from bswap.nets import arch as arch_lib
 from bswap.nets import genotype as genotype_lib
+from bswap.search import record as record_lib
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -102,15 +104,14 @@ def format_table(rep: dict) -> str:
 
 
 def recorded_image_size(path: str) -> int | None:
-  """The resolution a search record was scored at (its settings' data.image_size), if any."""
+  """The resolution a search record (best_genotype.json) was scored at, if `path` is one."""
   if not (path.endswith('.json') and os.path.isfile(path)):
     return None
   try:
-    with open(path) as f:
-      data = json.load(f)
-    size = data['settings']['data']['image_size']
-  except (OSError, ValueError, KeyError, TypeError):
+    record = record_lib.SearchRecord.from_json(files.read_text(path), source=path)
+  except (OSError, ValueError):
     return None  # not a search record; genotype_lib.parse reports any other problem
+  size = record.settings.get('data', {}).get('image_size')
   return size if isinstance(size, int) else None
 
 

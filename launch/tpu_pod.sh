@@ -17,9 +17,7 @@
 # hosts into one job, each host loads only its share of the data, and the global
 # batch (config.train.batch_size) is split across all TPU cores. WORKDIR should be
 # a gs:// path so that every host sees the same checkpoints; orbax and bswap's
-# metric files reach it through etils.epath (gcsfs). The search stage and its
-# best_genotype.json use local files: run the search on one machine and give the
-# student its genotype with --config.train.genotype=FILE (copied with the repository).
+# metric files reach it through etils.epath (gcsfs); so do the search's outputs.
 # A preempted or killed run resumes from WORKDIR's latest checkpoint when rerun.
 set -euo pipefail
 

@@ -9,6 +9,7 @@ import pytest
 from bswap import files
 from bswap import show as inspect_cli
 from bswap.nets import genotype as genotype_lib
+from bswap.search import record as record_lib
 
 NAMES16 = ['Conv', 'DConvA2', 'G8B4', 'DConv', 'ConvB2', 'A16B2']
 
@@ -96,8 +97,9 @@ def test_runs_as_a_module():
 def test_search_output_is_counted_at_its_recorded_resolution(capsys, tmp_path):
   path = tmp_path / 'best_genotype.json'
   geno = genotype_lib.Genotype(tuple(NAMES16), 'wrn', 16, 2)
-  settings = {'data': {'image_size': 8}}
-  path.write_text(json.dumps({'genotype': geno.to_dict(), 'settings': settings}))
+  settings = {'metric': 'fisher_potential', 'data': {'image_size': 8}}
+  record = record_lib.SearchRecord(geno, 1, 1, 1.0, (1.0,) * 6, 0, 0.5, settings)
+  path.write_text(record.to_json())
   rep = json.loads(run(capsys, str(path), '--json')[1])
   assert rep['image_size'] == 8
   assert json.loads(run(capsys, str(path), '--json', '--image-size', '32')[1])['macs'] > rep['macs']

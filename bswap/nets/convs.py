@@ -8,12 +8,11 @@ numbers in docs/benchmarks.md):
 
   * groups == 1: the native conv is already the fastest form; kept.
   * depthwise (one input channel per group, one output per input): a sum of
-    k*k shifted slices times per-channel weights, pure elementwise work
-    (about 15-40x faster than the native grouped conv).
+    k*k shifted slices times per-channel weights, pure elementwise work.
   * other grouped convs: the native *dense* conv of the block-diagonal kernel
     (zeros off the groups). It multiplies groups-times more, yet costs what a
-    standard conv of that width costs, 3-9x less than the native grouped conv
-    at every menu shape.
+    standard conv of that width costs, less than the native grouped conv at
+    every menu shape.
 
 Both forms only reorder float sums; the zero blocks add exact zeros.
 """

@@ -5,10 +5,9 @@ persistent-cache load churns tens of MB through malloc on many threads and
 leaves it free but fragmented (~10 MB per executable on top of the live one);
 and once glibc's adaptive mmap threshold has grown, the candidates' residual
 buffers (16 MB activations at batch 128) are carved from the heap, where they
-fragment it further. A 40-candidate WRN-40-2 search peaked at 5.5-7.7 GiB
-while using about 3 GiB. Trimming after compiles, and optionally mapping large
-buffers on their own (`low`: config.search.low_memory), bring the peak down
-(numbers in docs/benchmarks.md).
+fragment it further: a search's peak was about twice what it used. Trimming
+after compiles, and optionally mapping large buffers on their own (`low`:
+config.search.low_memory), bring the peak down (numbers in docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -63,7 +62,7 @@ def map_large_buffers() -> bool:
 
   This also stops the threshold's adaptive growth, so activations and
   residuals never settle in (and fragment) the heap. The price is a page fault
-  per 4 KiB of every large buffer: a warm WRN-40-2 search runs ~1.3x slower.
+  per 4 KiB of every large buffer: a search runs slower (docs/benchmarks.md).
   """
   libc = _libc()
   if libc is None:

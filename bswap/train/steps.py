@@ -7,9 +7,9 @@ jitted call (a `lax.scan` when more than one), taking each step's batch from
 the call's inputs with the data feed's `take` (bswap.data: gathered from the
 device-resident split, or the one batch streamed from the host), so the host
 only dispatches calls and reads metrics a few calls behind the devices.
-XLA:CPU runs convolutions inside a loop some 40x slower than outside one
-(measured: a WRN-10-2 step at 32 px, 72 ms plain, 2.6 s in a scan), hence one
-step per call by default. `eval_call` adds a call's test batches to running
+XLA:CPU runs convolutions inside a loop many times slower than outside one (a
+WRN-10-2 step at 32 px: docs/benchmarks.md, "Training"), hence one step per
+call by default. `eval_call` adds a call's test batches to running
 sums of loss, errors and examples.
 """
 
