@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from bswap.nets import accounting
 from bswap.nets import genotype as genotype_lib
@@ -82,5 +83,19 @@ def test_unreachable_budget_fails_before_writing(tmp_path):
   config = cifar_400k.get_config('smoke')
   config.search.budget = 5_000_000
   with pytest.raises(ValueError, match='unreachable for WRN-10-2'):
+    search.run_search(config, str(tmp_path / 'out'))
+  assert not (tmp_path / 'out').exists()
+
+
+def test_a_dataset_with_another_class_count_is_refused_before_scoring(tmp_path):
+  config = cifar_400k.get_config('smoke')
+  config.model.num_classes = 12  # a head of 12 for a dataset of 3 classes
+  config.data.source = str(tmp_path / 'folders')
+  for split in ('train', 'test'):
+    for name in ('a', 'b', 'c'):
+      folder = tmp_path / 'folders' / split / name
+      folder.mkdir(parents=True)
+      Image.new('RGB', (8, 8), (10, 20, 30)).save(folder / '0.png')
+  with pytest.raises(ValueError, match=r'has 3 classes but config.model.num_classes is 12.*=3'):
     search.run_search(config, str(tmp_path / 'out'))
   assert not (tmp_path / 'out').exists()
