@@ -10,7 +10,6 @@ import pytest
 
 from bswap import bench
 from bswap.nets import arch
-from bswap.nets import convs
 from bswap.nets import models
 from bswap.scoring import engine
 from bswap.scoring import fisher
@@ -134,26 +133,6 @@ def test_resnet34_scores_equal_the_reference_in_float64(pieces):
       assert (per_block > 0).all()
       np.testing.assert_allclose(per_block, ref_per_block, rtol=1e-9, err_msg=str(geno.blocks))
       np.testing.assert_allclose(total, ref_total, rtol=1e-9)
-
-
-@pytest.mark.parametrize(
-  'channels,groups,stride',
-  [(16, 16, 1), (32, 32, 2), (16, 2, 1), (32, 8, 2), (32, 16, 1), (8, 4, 1), (16, 1, 2)],
-)
-def test_fast_convs_equal_native_convs(channels, groups, stride):
-  x = jax.random.normal(jax.random.PRNGKey(1), (2, 9, 9, channels))
-  kernel = jax.random.normal(jax.random.PRNGKey(2), (3, 3, channels // groups, channels))
-  native = convs.conv2d(x, kernel, stride, groups, 'xla')
-  fast = convs.conv2d(x, kernel, stride, groups, 'fast')
-  np.testing.assert_allclose(fast, native, rtol=1e-5, atol=1e-5)
-  # Input gradients (what Fisher needs) agree too.
-  grad = lambda impl: jax.grad(lambda x: convs.conv2d(x, kernel, stride, groups, impl).sum())(x)
-  np.testing.assert_allclose(grad('fast'), grad('xla'), rtol=1e-5, atol=1e-5)
-
-
-def test_unknown_conv_impl_is_an_error():
-  with pytest.raises(ValueError, match="conv impl must be 'xla' or 'fast'"):
-    convs.conv2d(jnp.zeros((1, 4, 4, 2)), jnp.zeros((3, 3, 1, 2)), 1, 2, 'cudnn')
 
 
 def test_pieces_are_built_once_when_threads_ask_together():
