@@ -1,9 +1,102 @@
 """Test setup: runs before any test module imports JAX work.
 
 Four fake CPU devices let multi-device code be tested on one CPU; the option
-must be set before the first JAX operation, so it lives here.
+must be set before the first JAX operation, so it lives here. On a host whose
+default backend is an accelerator (one GPU, say) `jax.devices()` lists that
+instead, so a test that needs a device count says so with
+`@pytest.mark.devices(4)` and is skipped, not failed, elsewhere; a test of
+what a backend chooses says `@pytest.mark.platform('cpu')`.
+
+Every test also checks that it leaves no process-wide state behind (JAX
+options, jax.monitoring listeners, environment variables, the working
+directory, absl's parsed flags): such state makes results depend on the
+order the tests run in.
 """
 
+import os
+
 import jax
+import pytest
+from absl import flags
 
 jax.config.update('jax_num_cpu_devices', 4)
+
+# JAX options a test (or the code it runs) might change and forget to restore.
+_JAX_OPTIONS = (
+  'jax_enable_x64',
+  'jax_compilation_cache_dir',
+  'jax_persistent_cache_min_compile_time_secs',
+  'jax_default_matmul_precision',
+  'jax_debug_nans',
+  'jax_disable_jit',
+)
+# Process-wide by design: the search trims malloc after compiles from its first
+# run on (bswap/search/memory.py), once per process.
+_KEPT_LISTENERS = ('trim_after_compiles.<locals>.on_duration',)
+
+
+def pytest_configure(config):
+  config.addinivalue_line(
+    'markers', 'devices(n): needs exactly n JAX devices; skipped on hosts with another count'
+  )
+  config.addinivalue_line(
+    'markers', "platform(name): needs JAX's default backend to be `name`; skipped elsewhere"
+  )
+
+
+def pytest_runtest_setup(item):
+  for mark in item.iter_markers('devices'):
+    (wanted,) = mark.args
+    if jax.device_count() != wanted:
+      pytest.skip(f'needs {wanted} devices; this host has {jax.device_count()}')
+  for mark in item.iter_markers('platform'):
+    (wanted,) = mark.args
+    if jax.default_backend() != wanted:
+      pytest.skip(f'needs the {wanted} backend; this host runs {jax.default_backend()}')
+
+
+def _listeners():
+  """The jax.monitoring listeners now registered, by kind (private lists; {} if they move)."""
+  from jax._src import monitoring
+
+  kinds = ('_event_listeners', '_event_duration_secs_listeners', '_scalar_listeners')
+  return {
+    kind: [f for f in getattr(monitoring, kind, []) if f.__qualname__ not in _KEPT_LISTENERS]
+    for kind in kinds
+  }
+
+
+def _global_state() -> dict:
+  environ = {k: v for k, v in os.environ.items() if k != 'PYTEST_CURRENT_TEST'}  # pytest's own
+  return {
+    'jax options': {name: getattr(jax.config, name) for name in _JAX_OPTIONS},
+    'jax.monitoring listeners': _listeners(),
+    'environment variables': environ,
+    'working directory': os.getcwd(),
+    'absl flags parsed': flags.FLAGS.is_parsed(),
+  }
+
+
+def _difference(before, after) -> str:
+  """What changed, naming only the changed keys of a dict."""
+  if isinstance(before, dict) and isinstance(after, dict):
+    keys = sorted(k for k in {*before, *after} if before.get(k) != after.get(k))
+    return ', '.join(f'{k}: {before.get(k)!r} -> {after.get(k)!r}' for k in keys)
+  return f'{before!r} -> {after!r}'
+
+
+@pytest.fixture(autouse=True)
+def _no_global_state_left_behind():
+  before = _global_state()
+  yield
+  after = _global_state()
+  changed = [
+    f'{name} ({_difference(before[name], after[name])})'
+    for name in before
+    if before[name] != after[name]
+  ]
+  if changed:
+    pytest.fail(
+      f'the test left process-wide state changed: {"; ".join(changed)}. Restore it '
+      '(monkeypatch, a context manager, or a fixture that undoes it)'
+    )

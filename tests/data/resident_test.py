@@ -63,6 +63,7 @@ def test_fisher_batch_takes_the_augmentation_sizes():
   assert (np.asarray(images) != 0).all(-1).mean(axis=(1, 2)).min() >= 0.75
 
 
+@pytest.mark.devices(4)
 def test_train_split_keeps_a_multiple_of_the_device_count(mesh):
   ds = sources.synthetic(30, 4, 10, seed=0)
   split = resident.train_split(ds, mesh, seed=0)
@@ -75,6 +76,7 @@ def test_train_split_keeps_a_multiple_of_the_device_count(mesh):
   np.testing.assert_array_equal(np.asarray(split.labels), ds.labels[picked])
 
 
+@pytest.mark.devices(4)
 def test_an_epoch_gathers_each_device_own_rows_without_repeats(mesh):
   ds = sources.synthetic(32, 4, 10, seed=1)
   split = resident.train_split(ds, mesh, seed=0)
@@ -96,6 +98,7 @@ def test_an_epoch_gathers_each_device_own_rows_without_repeats(mesh):
   assert len(set(seen)) == 32  # the epoch visits every example once
 
 
+@pytest.mark.devices(4)
 def test_the_test_split_scores_every_example_once(mesh):
   ds = sources.synthetic(21, 4, 10, seed=2)
   split = resident.test_split(ds, mesh, batch_size=8)
@@ -114,6 +117,7 @@ def test_the_test_split_scores_every_example_once(mesh):
   assert not mask[21:].any()
 
 
+@pytest.mark.devices(4)
 def test_an_eval_batch_that_does_not_divide_is_a_clear_error(mesh):
   ds = sources.synthetic(8, 4, 10, seed=3)
   with pytest.raises(ValueError, match='eval batch size 6 does not divide across 4 devices'):

@@ -1,6 +1,7 @@
 """Training runs: resume after a stop or a kill, divergence, a student from its teacher.
 
-Tiny networks (WRN-10-1 at 8 px, batch 8) on the 4 fake CPU devices of conftest.
+Tiny networks (WRN-10-1 at 8 px, batch 8), on the 4 fake CPU devices of conftest where
+a test needs them (`devices(4)`).
 """
 
 import json
@@ -22,6 +23,7 @@ from tests.train.helpers import tiny_config
 # Failing early.
 
 
+@pytest.mark.devices(4)
 def test_a_batch_that_does_not_divide_across_devices_is_a_clear_error(tmp_path):
   mesh = parallel.make_mesh()
   with pytest.raises(ValueError, match='batch size 6 does not divide across 4 devices'):
@@ -37,6 +39,7 @@ def test_bad_dtype_or_conv_impl_is_a_clear_error(tmp_path):
     loop.fit(tiny_config(conv_impl='cudnn'), str(tmp_path), TINY)
 
 
+@pytest.mark.platform('cpu')
 def test_auto_conv_impl_is_fast_on_cpu():
   mesh = parallel.make_mesh()
   assert loop.conv_impl(tiny_config(), mesh) == 'fast'

@@ -5,6 +5,7 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from bswap import losses
 from bswap import parallel
@@ -85,6 +86,7 @@ def test_bfloat16_compute_keeps_float32_parameters_and_statistics():
   np.testing.assert_allclose(losses['bfloat16'], losses['float32'], rtol=0.05)
 
 
+@pytest.mark.devices(4)
 def test_four_devices_give_the_loss_and_gradients_of_one():
   config = tiny_config()
 
