@@ -163,10 +163,3 @@ def test_the_config_statistics_normalise_the_fisher_batch():
   np.testing.assert_array_equal(labels_a, labels_b)
   mean, std = np.array(augment.CIFAR10.mean), np.array(augment.CIFAR10.std)
   np.testing.assert_allclose(np.asarray(a) * std + mean, np.asarray(b), rtol=1e-5, atol=1e-6)
-
-
-def test_an_unknown_pipeline_lists_the_valid_ones():
-  config = _config()
-  config.data.pipeline = 'coco'
-  with pytest.raises(ValueError, match=r"pipeline='coco' is unknown; choose 'cifar' .*'imagenet'"):
-    data_lib.open_data(config)

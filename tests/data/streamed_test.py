@@ -1,14 +1,12 @@
-"""Streamed data: listing, batches, determinism, per-host shards, tfds, errors, training.
+"""The streamed ('imagenet') pipeline: batches, determinism, per-host shards, the Fisher
+batch, feeds, and training on the stream.
 
-A tiny class-folder dataset of assorted sizes and modes (3 classes x 4 train
-images, 5 validation images), written once per module.
+The class-folder tree is tests/data/folders.py's, written once (conftest's `tree`);
+listing it is tests/data/listing_test.py's business.
 """
 
-import io
 import json
 import shutil
-import sys
-import types
 
 import jax
 import numpy as np
@@ -17,7 +15,6 @@ from PIL import Image
 
 from bswap import data as data_lib
 from bswap import defaults
-from bswap import pipeline
 from bswap.data import augment
 from bswap.data import imagenet_ops as pp
 from bswap.data import listing
@@ -26,49 +23,10 @@ from bswap.data import streamed as hd
 from bswap.nets import genotype as genotype_lib
 from bswap.search import run as search
 from bswap.train import loop as train
+from tests.data import folders
 
-# (file, width, height, mode): sizes differ, and so do modes (gray, RGBA, CMYK).
-TRAIN_IMAGES = [
-  ('a.jpg', 40, 60, 'RGB'),
-  ('b.png', 75, 50, 'RGB'),
-  ('c.jpg', 30, 30, 'L'),
-  ('d.png', 50, 40, 'RGBA'),
-]
-VAL_COUNTS = {'zebra': 2, 'ant': 2, 'mole': 1}  # written unsorted
-KNOWN = 'val/ant/0.png'  # 24 x 36, lossless: its centre crop is checked pixel by pixel
 OPTIONS = hd.Options(image_size=16, workers=2, prefetch=1)
 MEAN, STD = np.array(augment.IMAGENET.mean), np.array(augment.IMAGENET.std)
-
-
-def _write(path, width, height, mode, seed):
-  path.parent.mkdir(parents=True, exist_ok=True)
-  pixels = np.random.default_rng(seed).integers(0, 256, (height, width, 4), dtype=np.uint8)
-  image = Image.fromarray(pixels, 'RGBA').convert(mode)
-  image.save(path)
-  return np.asarray(image.convert('RGB'))
-
-
-def _make_tree(root):
-  seed = 0
-  for name in VAL_COUNTS:
-    for file, width, height, mode in TRAIN_IMAGES:
-      mode = 'CMYK' if (name, file) == ('mole', 'c.jpg') else mode
-      _write(root / 'train' / name / file, width, height, mode, seed := seed + 1)
-  for name, count in VAL_COUNTS.items():
-    for i in range(count):
-      _write(root / 'val' / name / f'{i}.png', 24, 36, 'RGB', seed := seed + 1)
-  (root / 'train' / 'ant' / '.DS_Store').write_bytes(b'not an image')  # hidden: skipped
-  return root
-
-
-@pytest.fixture(scope='module')
-def tree(tmp_path_factory):
-  return _make_tree(tmp_path_factory.mktemp('data') / 'imagenet')
-
-
-@pytest.fixture(scope='module')
-def splits(tree):
-  return listing.open_split(str(tree), 'train'), listing.open_split(str(tree), 'eval')
 
 
 def _epoch(split, seed=0, epoch=0, options=OPTIONS, batch_size=4, **kwargs):
@@ -77,38 +35,6 @@ def _epoch(split, seed=0, epoch=0, options=OPTIONS, batch_size=4, **kwargs):
 
 def _images(batches):
   return np.concatenate([b['image'] for b in batches])
-
-
-# ----------------------------------------------------------------------------
-# Listing.
-
-
-def test_class_folders_are_listed_in_sorted_order(splits):
-  train_split, eval_split = splits
-  assert train_split.class_names == ('ant', 'mole', 'zebra')
-  assert len(train_split) == 12 and train_split.files[:2] == ['train/ant/a.jpg', 'train/ant/b.png']
-  np.testing.assert_array_equal(train_split.labels, np.repeat([0, 1, 2], 4))
-  assert eval_split.class_names == train_split.class_names
-  assert eval_split.files == [
-    'val/ant/0.png',
-    'val/ant/1.png',
-    'val/mole/0.png',
-    'val/zebra/0.png',
-    'val/zebra/1.png',
-  ]
-  np.testing.assert_array_equal(eval_split.labels, [0, 0, 1, 2, 2])
-  for i, (_, width, height, _) in enumerate(TRAIN_IMAGES):
-    image, label = train_split.load(i)
-    assert (image.mode, image.size, label) == ('RGB', (width, height), 0)
-  assert train_split.load(6)[0].mode == 'RGB'  # mole's CMYK JPEG
-
-
-def test_validation_or_test_folders_serve_as_the_eval_split(tree, tmp_path):
-  for folder in ('validation', 'test'):
-    root = tmp_path / folder
-    shutil.copytree(tree / 'train', root / 'train')
-    shutil.copytree(tree / 'val', root / folder)
-    assert listing.open_split(str(root), 'eval').files[0] == f'{folder}/ant/0.png'
 
 
 # ----------------------------------------------------------------------------
@@ -191,7 +117,7 @@ def test_eval_batches_cover_every_example_once_and_mask_the_padding(splits, tree
   assert images.shape == (8, 16, 16, 3) and not images[5:].any()  # padding is zeros
   # 24 x 36 at 16 px, ratio 1.5: the shorter side is already 24, so no resize;
   # the centre crop starts at left round(8 / 2) = 4, top round(20 / 2) = 10.
-  known = np.asarray(Image.open(tree / KNOWN).convert('RGB'))
+  known = np.asarray(Image.open(tree / folders.KNOWN).convert('RGB'))
   np.testing.assert_array_equal(images[0], known[10:26, 4:20])
   for i in range(5):  # the rest: the documented preprocessing of each file
     image = Image.open(tree / eval_split.files[i]).convert('RGB')
@@ -237,133 +163,10 @@ def test_the_search_takes_its_fisher_batch_from_the_stream(tree):
 
 
 # ----------------------------------------------------------------------------
-# Other sources.
-
-
-def _jpeg(pixels):
-  out = io.BytesIO()
-  Image.fromarray(pixels).save(out, format='JPEG')
-  return out.getvalue()
-
-
-class _FakeSource(list):
-  """What tfds.data_source returns: a sequence of records, and the dataset's info."""
-
-  def __init__(self, records, names):
-    super().__init__(records)
-    label = types.SimpleNamespace(names=names, num_classes=len(names))
-    self.dataset_info = types.SimpleNamespace(features={'label': label})
-
-
-@pytest.fixture
-def fake_tfds(monkeypatch):
-  """A stand-in for tensorflow_datasets with a prepared 'imagenet2012' (train, validation)."""
-  calls = []
-  skip = object()
-  rng = np.random.default_rng(0)
-  train_images = [rng.integers(0, 256, (20 + i, 30, 3), np.uint8) for i in range(6)]
-  records = {
-    'train': [{'image': _jpeg(image), 'label': i % 3} for i, image in enumerate(train_images)],
-    # Decoded single-channel pixels, as tfds returns without SkipDecoding.
-    'validation': [{'image': np.full((18, 18, 1), 7 * i, np.uint8), 'label': i} for i in range(3)],
-  }
-
-  def data_source(name, *, split, download, decoders):
-    calls.append((name, split, download, decoders))
-    if name != 'imagenet2012' or split not in records:
-      raise AssertionError(f'Dataset {name} split {split} not found')
-    return _FakeSource(records[split], ['tench', 'goldfish', 'shark'])
-
-  fake = types.SimpleNamespace(
-    data_source=data_source, decode=types.SimpleNamespace(SkipDecoding=lambda: skip)
-  )
-  monkeypatch.setitem(sys.modules, 'tensorflow_datasets', fake)
-  return calls, skip
-
-
-def test_tfds_route_reads_encoded_images_without_tensorflow(fake_tfds):
-  calls, skip = fake_tfds
-  train_split = listing.open_split('tfds:imagenet2012', 'train')
-  assert calls == [('imagenet2012', 'train', False, {'image': skip})]
-  assert len(train_split) == 6 and train_split.class_names == ('tench', 'goldfish', 'shark')
-  batches = _epoch(train_split, batch_size=3)
-  assert len(batches) == 2 and batches[0]['image'].shape == (3, 16, 16, 3)
-  labels = np.concatenate([b['label'] for b in batches])
-  np.testing.assert_array_equal(np.bincount(labels), [2, 2, 2])
-  eval_split = listing.open_split('tfds:imagenet2012', 'eval')
-  assert calls[-1][1] == 'validation' and eval_split.name == 'tfds:imagenet2012[validation]'
-  (batch,) = hd.eval_batches(eval_split, OPTIONS, 4)
-  np.testing.assert_array_equal(batch['mask'], [True, True, True, False])
-  np.testing.assert_array_equal(batch['image'][2], 14)  # gray 14 -> RGB, any crop
-  with pytest.raises(ValueError, match=r"no prepared 'imagenet2013' train split .*not found"):
-    listing.open_split('tfds:imagenet2013', 'train')
-
-
-def test_tfds_route_without_tensorflow_datasets_is_a_clear_error(monkeypatch):
-  monkeypatch.setitem(sys.modules, 'tensorflow_datasets', None)
-  with pytest.raises(ValueError, match='needs tensorflow-datasets'):
-    listing.open_split('tfds:imagenet2012', 'train')
-
-
-def test_synthetic_images_are_seeded_and_of_assorted_sizes():
-  split = listing.open_split('synthetic', 'train', num_classes=5, synthetic_size=20, image_size=16)
-  assert len(split) == 20 and split.class_names[-1] == 'class_4'
-  sizes = {split.load(i)[0].size for i in range(20)}
-  assert len(sizes) > 5 and all(12 <= min(s) and max(s) <= 24 for s in sizes)
-  np.testing.assert_array_equal(split.load(3)[0], split.load(3)[0])
-  other = listing.open_split('synthetic', 'eval', num_classes=5, synthetic_size=20, image_size=16)
-  assert not np.array_equal(np.asarray(other.load(3)[0]), np.asarray(split.load(3)[0]))
-  assert {split.load(i)[1] for i in range(20)} <= set(range(5))
-
-
-# ----------------------------------------------------------------------------
 # Failing early.
 
 
-def _rm(path):
-  return lambda root: shutil.rmtree(root / path)
-
-
-def _mkdir(path):
-  return lambda root: (root / path).mkdir(parents=True)
-
-
-def _unknown_val_class(root):
-  _write(root / 'val' / 'cat' / '0.png', 8, 8, 'RGB', 0)
-
-
-@pytest.mark.parametrize(
-  'change, split, message',
-  [
-    (_rm('val'), 'eval', r'has no val/ \(or validation/, test/\) folder; expected .*val/<class>'),
-    (_rm('train'), 'train', r'has no train/ folder'),
-    (_rm('train'), 'eval', r'has no train/ folder'),
-    (_mkdir('train/cat'), 'train', r'empty class folder\(s\) train/cat/; add images'),
-    (_mkdir('train/zebra/deeper'), 'train', None),  # an empty subfolder of a full class is fine
-    (_unknown_val_class, 'eval', r"val/ has class folders that train/ lacks: \['cat'\]"),
-    (_mkdir('test'), 'eval', r'holds val and test/: keep one evaluation folder'),
-  ],
-)
-def test_broken_folders_are_clear_errors(tree, tmp_path, change, split, message):
-  root = tmp_path / 'data'
-  shutil.copytree(tree, root)
-  change(root)
-  if message is None:
-    listing.open_split(str(root), split)
-    return
-  with pytest.raises(ValueError, match=message) as error:
-    listing.open_split(str(root), split)
-  assert str(root) in str(error.value)
-
-
-def test_bad_sources_and_arguments_are_clear_errors(tree, tmp_path):
-  with pytest.raises(ValueError, match=r"'/no/such/data' \(/no/such/data\) does not exist"):
-    listing.open_split('/no/such/data', 'train')
-  (tmp_path / 'imagenet.tar').write_bytes(b'')
-  with pytest.raises(ValueError, match=r'is not a directory; .*tfds:imagenet2012'):
-    listing.open_split(str(tmp_path / 'imagenet.tar'), 'train')
-  with pytest.raises(ValueError, match="split must be one of .*'test'"):
-    listing.open_split(str(tree), 'test')
+def test_bad_preprocessing_options_are_clear_errors():
   with pytest.raises(ValueError, match='eval_resize_ratio must be at least 1'):
     hd.Options(resize_ratio=0.9)
   with pytest.raises(ValueError, match=r'crop_area must be .*\(0.0, 1.0\)'):
@@ -377,16 +180,6 @@ def test_an_unreadable_image_fails_its_batch_naming_the_file(tree, tmp_path):
   split = listing.open_split(str(root), 'train')  # listing does not decode
   with pytest.raises(ValueError, match=r'cannot decode train/ant/a.jpg .*replace or delete'):
     _epoch(split, batch_size=12)
-
-
-def test_an_unknown_pipeline_is_a_clear_error(tmp_path):
-  config = defaults.smoke(defaults.cifar_config(50_000))
-  config.data.pipeline = 'coco'
-  with pytest.raises(ValueError, match="pipeline='coco' is unknown"):
-    search.search(config)
-  config.stage = 'teacher'
-  with pytest.raises(ValueError, match="pipeline='coco' is unknown"):
-    pipeline.run(config, str(tmp_path))
 
 
 # ----------------------------------------------------------------------------
