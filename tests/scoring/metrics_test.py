@@ -1,0 +1,99 @@
+"""The metric registry: lookups, one scorer per engine, and the engines agreeing."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from bswap import defaults
+from bswap.scoring import engine
+from bswap.scoring import metrics
+from bswap.search import run as search
+from bswap.search import sampler
+
+MENU = ('Conv', 'DConv', 'G8B2')  # dense, depthwise and block-diagonal grouped convs
+
+
+def _config(engine_name='fast', seed=0):
+  """WRN-10-1 at 16 px: three blocks. (At 8 px stage 3 is 2 px, and batch norm over
+  so few values amplifies float64 rounding past 1e-9.)"""
+  config = defaults.smoke(defaults.cifar_config(20_000))
+  config.model.width = 1
+  config.data.image_size = 16
+  config.search.engine = engine_name
+  config.seed = seed
+  return config
+
+
+@pytest.fixture(scope='module')
+def pieces():
+  with engine.Pieces() as table:
+    yield table
+
+
+def _genotypes(skel, num=2):
+  return sampler.sample(skel, 20_000, num, seed=0, band=0.3, names=MENU).genotypes
+
+
+def _batch(dtype):
+  x = jax.random.normal(jax.random.PRNGKey(0), (8, 16, 16, 3), dtype)
+  return x, jnp.arange(8) % 10
+
+
+def test_every_metric_has_a_label_a_definition_a_sign_and_both_engines():
+  assert metrics.METRICS
+  for name, metric in metrics.METRICS.items():
+    assert metric.name == name and metrics.get(name) is metric
+    assert metric.label and metric.definition and metric.sign in (1, -1)
+    assert set(metric.engines) == {'fast', 'reference'}
+
+
+def test_an_unknown_metric_names_the_flag_and_lists_the_metrics():
+  with pytest.raises(ValueError) as error:
+    metrics.get('snip')
+  assert "--config.search.metric='snip' is unknown" in str(error.value)
+  assert all(name in str(error.value) for name in metrics.METRICS)
+
+
+def test_an_unknown_engine_names_the_flag_and_lists_the_engines(pieces):
+  config = _config('tpu-special')
+  with pytest.raises(ValueError, match=r"--config\.search\.engine='tpu-special' .*fast, reference"):
+    metrics.make_scorer(config, search.skeleton(config), pieces)
+
+
+def test_an_unknown_conv_impl_names_the_search_flag(pieces):
+  config = _config()
+  config.search.conv_impl = 'cudnn'
+  with pytest.raises(ValueError, match=r'--config\.search\.conv_impl'):
+    metrics.make_scorer(config, search.skeleton(config), pieces)
+
+
+def test_fast_and_reference_scorers_agree_within_1e_9_in_float64(pieces):
+  config = _config()
+  skel = search.skeleton(config)
+  fast = metrics.make_scorer(_config('fast'), skel, pieces)
+  reference = metrics.make_scorer(_config('reference'), skel, pieces)
+  with jax.enable_x64(True):
+    x, y = _batch(jnp.float64)
+    for index, geno in enumerate(_genotypes(skel)):
+      total, per_block = fast(geno, index, x, y)
+      ref_total, ref_per_block = reference(geno, index, x, y)
+      assert len(per_block) == skel.num_blocks and total > 0
+      np.testing.assert_allclose(per_block, ref_per_block, rtol=1e-9)
+      np.testing.assert_allclose(total, ref_total, rtol=1e-9)
+      np.testing.assert_allclose(total, np.sum(per_block), rtol=1e-12)
+
+
+@pytest.mark.parametrize('engine_name', ['fast', 'reference'])
+def test_a_scorer_draws_the_weights_of_config_seed_and_the_candidate_index(engine_name, pieces):
+  skel = search.skeleton(_config())
+  (geno,) = _genotypes(skel, 1)
+
+  def score(seed, index):
+    scorer = metrics.make_scorer(_config(engine_name, seed), skel, pieces)
+    return scorer(geno, index, *_batch(jnp.float64))[0]
+
+  with jax.enable_x64(True):  # the float64 pieces the test above compiled
+    base = score(0, 0)
+    assert score(0, 0) == base  # deterministic
+    assert score(1, 0) != base and score(0, 1) != base
