@@ -13,6 +13,7 @@ directory, absl's parsed flags): such state makes results depend on the
 order the tests run in.
 """
 
+import contextlib
 import os
 
 import jax
@@ -20,6 +21,11 @@ import pytest
 from absl import flags
 
 jax.config.update('jax_num_cpu_devices', 4)
+
+# bswap imports these lazily, and they set environment variables when first
+# imported (tensorboardX: CRC32C_SW_MODE): imported here, no test appears to.
+with contextlib.suppress(ImportError):
+  import tensorboardX  # noqa: F401
 
 # JAX options a test (or the code it runs) might change and forget to restore.
 _JAX_OPTIONS = (
