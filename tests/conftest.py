@@ -10,11 +10,14 @@ what a backend chooses says `@pytest.mark.platform('cpu')`.
 Every test also checks that it leaves no process-wide state behind (JAX
 options, jax.monitoring listeners, environment variables, the working
 directory, absl's parsed flags): such state makes results depend on the
-order the tests run in.
+order the tests run in. And none may write the default data cache: it points
+at a temporary folder here (BSWAP_CACHE_DIR), which must stay empty.
 """
 
 import contextlib
 import os
+import shutil
+import tempfile
 
 import jax
 import pytest
@@ -26,6 +29,12 @@ jax.config.update('jax_num_cpu_devices', 4)
 # imported (tensorboardX: CRC32C_SW_MODE): imported here, no test appears to.
 with contextlib.suppress(ImportError):
   import tensorboardX  # noqa: F401
+
+# The decoded-data cache a source falls back on (bswap/data/sources.py) when a
+# test passes no cache_dir: here rather than the user's ~/.cache/bswap, and
+# each test must leave it empty (the guard below).
+DATA_CACHE = tempfile.mkdtemp(prefix='bswap-tests-cache-')
+os.environ['BSWAP_CACHE_DIR'] = DATA_CACHE
 
 # JAX options a test (or the code it runs) might change and forget to restore.
 _JAX_OPTIONS = (
@@ -48,6 +57,10 @@ def pytest_configure(config):
   config.addinivalue_line(
     'markers', "platform(name): needs JAX's default backend to be `name`; skipped elsewhere"
   )
+
+
+def pytest_unconfigure(config):
+  shutil.rmtree(DATA_CACHE, ignore_errors=True)
 
 
 def pytest_runtest_setup(item):
@@ -80,6 +93,7 @@ def _global_state() -> dict:
     'environment variables': environ,
     'working directory': os.getcwd(),
     'absl flags parsed': flags.FLAGS.is_parsed(),
+    'files in the default data cache': sorted(os.listdir(DATA_CACHE)),
   }
 
 
@@ -104,5 +118,6 @@ def _no_global_state_left_behind():
   if changed:
     pytest.fail(
       f'the test left process-wide state changed: {"; ".join(changed)}. Restore it '
-      '(monkeypatch, a context manager, or a fixture that undoes it)'
+      '(monkeypatch, a context manager, or a fixture that undoes it); write files under '
+      'tmp_path (e.g. config.data.cache_dir)'
     )

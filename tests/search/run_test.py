@@ -91,6 +91,7 @@ def test_a_dataset_with_another_class_count_is_refused_before_scoring(tmp_path):
   config = cifar_400k.get_config('smoke')
   config.model.num_classes = 12  # a head of 12 for a dataset of 3 classes
   config.data.source = str(tmp_path / 'folders')
+  config.data.cache_dir = str(tmp_path / 'cache')
   for split in ('train', 'test'):
     for name in ('a', 'b', 'c'):
       folder = tmp_path / 'folders' / split / name
