@@ -44,11 +44,15 @@ IMPLS = ['auto', 'fast', 'xla']
 ARCHS = list(arch_lib.ARCHS)
 
 
-def _define_flags() -> flags.FlagValues:
-  """This command's flags, in a FlagValues of their own (bswap.main defines --config too)."""
+def _define_flags(args: list[str]) -> flags.FlagValues:
+  """This command's flags, in a FlagValues of their own (bswap.main defines --config too).
+
+  `args` (the command line to parse, program name first) tells config_flags
+  which --config.FIELD overrides to define: it reads sys.argv otherwise.
+  """
   fv = flags.FlagValues()
   config_flags.DEFINE_config_file(
-    'config', None, 'Config file (default: bswap.defaults).', flag_values=fv
+    'config', None, 'Config file (default: bswap.defaults).', flag_values=fv, sys_argv=args
   )
   define = lambda fn, name, default, text, **kw: fn(name, default, help=text, flag_values=fv, **kw)
   define(flags.DEFINE_integer, 'candidates', None, 'candidates (default 1000)', lower_bound=1)
@@ -110,28 +114,35 @@ def bench_config(fv: flags.FlagValues):
     else:
       config = defaults.cifar_config(_flag('budget') or 400_000)
     config.data.source = 'synthetic'
-  overrides = {
-    ('seed',): _flag('seed'),
-    ('model', 'depth'): _flag('depth'),
-    ('model', 'width'): _flag('width'),
-    ('data', 'source'): _flag('source'),
-    ('data', 'image_size'): _flag('image-size'),
-    ('data', 'cutout'): _flag('cutout'),
-    ('search', 'budget'): _flag('budget'),
-    ('search', 'num_candidates'): _flag('candidates'),
-    ('search', 'batch_size'): _flag('batch'),
-    ('search', 'engine'): _flag('engine'),
-    ('search', 'conv_impl'): _flag('conv-impl'),
-    ('search', 'threads'): _flag('threads'),
-    ('search', 'low_memory'): _flag('low-memory'),
-    ('search', 'compilation_cache_dir'): _flag('cache-dir'),
+  if 'search' not in config:
+    raise ValueError(
+      'the benchmark times a search: --config must have a search section '
+      '(a search or pipeline config, e.g. configs/cifar_400k.py)'
+    )
+  overrides = {  # flag -> the config field it sets
+    'seed': ('seed',),
+    'depth': ('model', 'depth'),
+    'width': ('model', 'width'),
+    'source': ('data', 'source'),
+    'image-size': ('data', 'image_size'),
+    'cutout': ('data', 'cutout'),
+    'budget': ('search', 'budget'),
+    'candidates': ('search', 'num_candidates'),
+    'batch': ('search', 'batch_size'),
+    'engine': ('search', 'engine'),
+    'conv-impl': ('search', 'conv_impl'),
+    'threads': ('search', 'threads'),
+    'low-memory': ('search', 'low_memory'),
+    'cache-dir': ('search', 'compilation_cache_dir'),
   }
-  for path, value in overrides.items():
-    if value is not None:
-      section = config if len(path) == 1 else config[path[0]]
-      if path[-1] not in section:
-        raise ValueError(f'--{path[-1].replace("_", "-")} does not apply to this config')
-      section[path[-1]] = value
+  for flag, path in overrides.items():
+    value = _flag(flag)
+    if value is None:
+      continue
+    section = config if len(path) == 1 else config.get(path[0])
+    if section is None or path[-1] not in section:
+      raise ValueError(f'--{flag} does not apply to this config (it has no {".".join(path)})')
+    section[path[-1]] = value
   if config.data.source == 'synthetic':  # enough examples for any Fisher batch
     config.data.synthetic_size = max(config.search.batch_size, 256)
   return config
@@ -171,9 +182,10 @@ def run(config) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-  fv = _define_flags()
+  args = ['bench', *(sys.argv[1:] if argv is None else argv)]
+  fv = _define_flags(args)
   try:
-    rest = fv(['bench', *(sys.argv[1:] if argv is None else argv)])
+    rest = fv(args)
   except flags.Error as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
