@@ -1,0 +1,119 @@
+"""`python -m bswap.bench`: a timed search on a tiny config, its JSON, its flags and errors."""
+
+import json
+import math
+
+import jax
+import pytest
+from absl import flags
+
+from bswap import bench
+from bswap.nets import accounting
+from bswap.nets import genotype as genotype_lib
+
+# What the module's docstring promises in the JSON.
+DOCUMENTED = {
+  'device',
+  'jax_version',
+  'engine',
+  'candidates',
+  'wall_seconds',
+  'candidates_per_second',
+  'compile_count',
+  'cache_hits',
+  'compile_seconds',
+  'peak_rss_bytes',
+}
+# WRN-10-2 at 8 px, 2 candidates; Cutout 4 (16 would blank an 8 px image and
+# score every candidate 0); no persistent compile cache.
+TINY = ['--budget', '50000', '--depth', '10', '--image-size', '8', '--batch', '8', '--cutout', '4']
+TINY += ['--cache-dir', '']
+
+
+@pytest.fixture(autouse=True)
+def absl_flags_as_found():
+  """bench.main marks absl's global flags parsed (for plain log lines); undone after."""
+  parsed = flags.FLAGS.is_parsed()
+  yield
+  if not parsed:
+    flags.FLAGS.unparse_flags()
+
+
+def _main(capsys, *argv):
+  code = bench.main(list(argv))
+  out, err = capsys.readouterr()
+  return code, out, err
+
+
+def test_a_tiny_benchmark_writes_the_documented_json(capsys, tmp_path):
+  path = tmp_path / 'out' / 'bench.json'
+  code, out, _ = _main(capsys, '--candidates', '2', *TINY, '--json', str(path))
+  assert code == 0
+  result = json.loads(path.read_text())
+  assert DOCUMENTED <= set(result)
+  assert (result['candidates'], result['budget'], result['batch']) == (2, 50_000, 8)
+  assert (result['network'], result['engine'], result['metric']) == (
+    'WRN-10-2',
+    'fast',
+    'fisher_potential',
+  )
+  assert result['device_count'] == jax.device_count()
+  assert result['jax_version'] == jax.__version__
+  for key in ('wall_seconds', 'candidates_per_second', 'compile_seconds'):
+    assert math.isfinite(result[key]) and result[key] >= 0, key
+  assert result['wall_seconds'] >= result['search_seconds'] > 0
+  assert isinstance(result['compile_count'], int) and result['peak_rss_bytes'] > 0
+  # The best candidate is a WRN-10-2 inside the budget, scored on a visible batch.
+  best = genotype_lib.Genotype(tuple(result['best_blocks']), 'wrn', 10, 2)
+  assert 48_750 < accounting.count(best, 8).params < 51_250
+  assert math.isfinite(result['best_score']) and result['best_score'] > 0
+  assert out.startswith('fast engine on ')
+  assert '2 WRN-10-2 candidates at 50,000 params, batch 8, fisher_potential' in out
+  assert sorted(p.name for p in path.parent.iterdir()) == ['bench.json']
+
+
+def test_a_config_file_with_flag_and_field_overrides(capsys, tmp_path):
+  path = tmp_path / 'bench.json'
+  code, _, _ = _main(
+    capsys,
+    '--config=configs/cifar_400k.py:smoke',
+    '--config.search.threads=1',
+    '--candidates',
+    '1',
+    '--json',
+    str(path),
+  )
+  assert code == 0
+  result = json.loads(path.read_text())
+  # The smoke config's search (WRN-10-2, 50K, batch 8), with the two overrides.
+  assert (result['network'], result['budget'], result['batch']) == ('WRN-10-2', 50_000, 8)
+  assert (result['candidates'], result['threads']) == (1, 1)
+
+
+@pytest.mark.parametrize(
+  'argv, message',
+  [
+    (['--candidates', '0'], 'candidates'),
+    (['--engine', 'turbo'], 'engine'),
+    (['--no-such-flag'], 'no-such-flag'),
+    (['--budget', '50000', 'extra'], 'unexpected arguments: extra'),
+  ],
+)
+def test_a_bad_flag_returns_2_with_a_message(capsys, argv, message):
+  code, out, err = _main(capsys, *argv)
+  assert code == 2 and out == ''
+  assert err.startswith('error: ') and message in err
+
+
+@pytest.mark.parametrize(
+  'argv, message',
+  [
+    (['--arch', 'resnet34', '--cutout', '4'], r'--cutout does not apply to this config'),
+    (['--config=configs/teacher_wrn40_2.py'], 'must have a search section'),
+    (['--config=configs/teacher_wrn40_2.py', '--candidates', '2'], 'must have a search section'),
+  ],
+)
+def test_an_override_or_config_that_does_not_apply_is_a_clear_error(capsys, argv, message):
+  code, out, err = _main(capsys, *argv)
+  assert code == 2 and out == ''
+  assert message in err and 'Traceback' not in err
