@@ -35,7 +35,7 @@ def test_every_config_is_listed():
 
 
 @pytest.mark.parametrize('name', CONFIGS)
-def test_docstring_gives_the_command_and_the_smoke_command(name):
+def test_docstring_gives_the_command_the_smoke_command_and_an_expected_result(name):
   doc = _module(name).__doc__
   assert f'python -m bswap.main --config=configs/{name}.py' in doc
   assert f'--config=configs/{name}.py:smoke' in doc
@@ -47,7 +47,7 @@ IMAGENET = {'imagenet_3m': 3_000_000, 'imagenet_8m': 8_000_000, 'teacher_resnet3
 
 
 @pytest.mark.parametrize('name', CONFIGS)
-def test_full_and_smoke_variants(name):
+def test_full_variants_train_as_the_paper_says_and_smoke_variants_are_small(name):
   full, smoke = _module(name).get_config(), _module(name).get_config('smoke')
   assert full.stage in defaults.STAGES and smoke.stage == full.stage
   if name in IMAGENET:  # SPEC section 6

@@ -1,4 +1,4 @@
-"""`python -m bswap.inspect` on its three input forms, and its errors."""
+"""`python -m bswap.show` on its three input forms, and its errors."""
 
 import json
 import subprocess
@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from bswap import files
-from bswap import show as inspect_cli
+from bswap import show
 from bswap.nets import genotype as genotype_lib
 from bswap.search import record as record_lib
 
@@ -15,7 +15,7 @@ NAMES16 = ['Conv', 'DConvA2', 'G8B4', 'DConv', 'ConvB2', 'A16B2']
 
 
 def run(capsys, *argv):
-  code = inspect_cli.main(list(argv))
+  code = show.main(list(argv))
   out, err = capsys.readouterr()
   return code, out, err
 

@@ -62,7 +62,7 @@ def test_every_leaf_follows_flax_initialisers_distribution(post_activation):
   assert abs(np.concatenate(pooled).std() - 1) < 0.01
 
 
-def test_tracing_gives_the_shapes_without_drawing():
+def test_traced_parts_have_the_concrete_shapes_and_jitted_parts_its_values():
   module = blocks.PreActBlock('G2B2', 64, 2)
   concrete = weights.part_variables(module, 32, KEY)
   abstract = jax.eval_shape(lambda k: weights.part_variables(module, 32, k), KEY)

@@ -115,7 +115,7 @@ def test_compiles_do_not_grow_with_the_number_of_candidates(pieces):
   assert counter.compiles == 0 and pieces.builds == built
 
 
-def test_resnet34_scores_equal_the_reference_in_float64(pieces):
+def test_resnet34_scores_equal_the_reference_within_1e_9_in_float64(pieces):
   # Post-activation blocks: a ReLU sits between the probe and the block output,
   # so dL/dprobe comes from the pullback (block 0 included), not from dL/dy.
   # 64 px: blocks see 16 -> 2 px. (At 32 px stage 4 is 1 px, and batch norm over

@@ -53,7 +53,7 @@ def test_reported_acceptance_matches_the_observed_rate():
   assert s.draws - sampler.CHUNK < 2000 / (s.acceptance * 0.93)
 
 
-def test_low_budget_of_150k_samples_1000_quickly_enough():
+def test_a_150k_budget_accepts_1e_5_to_1e_3_of_draws_and_samples_1000_inside_it():
   s = sampler.sample(WRN40, 150_000, 1000, seed=0)
   assert 1e-5 < s.acceptance < 1e-3
   assert len(s.genotypes) == 1000
@@ -95,7 +95,7 @@ def test_sub_menu_with_nothing_valid_at_a_position_is_an_error():
     (dict(budget=400_000, num=1, names=['Nope']), "unknown block type 'Nope'"),
   ],
 )
-def test_bad_arguments(kwargs, error):
+def test_bad_arguments_are_clear_errors(kwargs, error):
   with pytest.raises(ValueError, match=error):
     sampler.sample(WRN40, seed=0, **kwargs)
 

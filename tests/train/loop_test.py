@@ -74,7 +74,7 @@ def test_a_run_writes_metrics_curves_and_checkpoints(uninterrupted):
   assert genotype_lib.load(run_dir / 'genotype.json') == TINY
 
 
-def test_runs_stopped_mid_epoch_or_killed_resume_to_the_same_parameters(
+def test_runs_stopped_mid_epoch_or_killed_resume_to_the_uninterrupted_parameters_within_1e_6(
   uninterrupted, tmp_path, monkeypatch
 ):
   _, expected, _ = uninterrupted

@@ -87,7 +87,7 @@ def test_bfloat16_compute_keeps_float32_parameters_and_statistics():
 
 
 @pytest.mark.devices(4)
-def test_four_devices_give_the_loss_and_gradients_of_one():
+def test_four_devices_match_one_in_loss_gradients_bn_statistics_and_logits():
   config = tiny_config()
 
   def grads_on(devices):
