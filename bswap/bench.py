@@ -113,6 +113,9 @@ def bench_config(fv: flags.FlagValues):
       config = defaults.imagenet_config(_flag('budget') or 3_000_000)
     else:
       config = defaults.cifar_config(_flag('budget') or 400_000)
+      size = _flag('image-size')
+      if size:  # SPEC's crop padding and Cutout (4 and 16 at 32 px), scaled to the images
+        config.data.crop_pad, config.data.cutout = max(1, size // 8), max(1, size // 2)
     config.data.source = 'synthetic'
   if 'search' not in config:
     raise ValueError(

@@ -277,6 +277,11 @@ class Data:
     self.source = data.source
     self.stats = augment.Stats(data.mean, data.std)  # checked now, before any decoding
     self.pad, self.cutout = data.crop_pad, data.cutout
+    if self.cutout >= 2 * data.image_size:  # the square then covers every image whole
+      raise ValueError(
+        f'--config.data.cutout={self.cutout} blanks every {data.image_size} px image whole; '
+        f'use at most {data.image_size} (SPEC: 16 at 32 px), or 0 for no Cutout'
+      )
     self._load = functools.partial(
       sources.load,
       data.source,

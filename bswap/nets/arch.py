@@ -91,14 +91,20 @@ def wrn_blocks_per_stage(depth: int) -> int:
   return (depth - 4) // 6
 
 
-@functools.cache
 def wrn_skeleton(
   depth: int = 40, width: int = 2, image_size: int = 32, num_classes: int = 10
 ) -> Skeleton:
   """Pre-activation WRN-depth-width (SPEC section 2): widths 16 -> 16k, 32k, 64k."""
-  n = wrn_blocks_per_stage(depth)
+  # Checked before the cache: 16.0 == 16 would otherwise find 16's entry.
+  wrn_blocks_per_stage(depth)
   if not isinstance(width, int) or width < 1:
     raise ValueError(f'WideResNet width must be a positive integer; got {width!r}')
+  return _wrn_skeleton(depth, width, image_size, num_classes)
+
+
+@functools.cache
+def _wrn_skeleton(depth: int, width: int, image_size: int, num_classes: int) -> Skeleton:
+  n = wrn_blocks_per_stage(depth)
   if image_size < 4:
     raise ValueError(f'image_size must be at least 4 pixels; got {image_size}')
   widths = (16, 16 * width, 32 * width, 64 * width)

@@ -1,6 +1,6 @@
 """Fast Fisher scoring: block by block, with compiles shared by every candidate.
 
-The reference path (`bswap.fisher`) compiles a whole network per candidate:
+The reference path (`bswap.scoring.fisher`) compiles a whole network per candidate:
 on a CPU that is tens of seconds each. Here a candidate is scored as
 
   stem -> block_0 -> ... -> block_{B-1} -> head          (forward, saving residuals)
@@ -11,21 +11,21 @@ shape, stride), reused by every candidate, so the number of compiles is
 bounded by the menu and the skeleton, not by the number of candidates. The
 pieces are compiled ahead of time, once each even when several candidates are
 scored on threads at the same time (`search.threads`), and the weights come
-from a generator that needs no per-shape compile (`bswap.weights`).
+from a generator that needs no per-shape compile (`bswap.nets.weights`).
 
 Why this is exact: each block's pullback returns dL/d(probe) next to dL/dx
 (the probe's zero perturbation is an input of the differentiated function,
 as in the reference path; in a pre-activation block it is just the cotangent
 of the block's output, since the probe is added straight to the skip). No
 weight gradient is ever formed (the weights are closed over as constants),
-and the weights themselves come from `bswap.weights`, the seed
+and the weights themselves come from `bswap.nets.weights`, the seed
 contract's generator, so candidate i has bit-for-bit the weights the
 reference path gives it.
 
 Convolutions use `convs.conv2d(impl='fast')` by default: the same function
 with kernels XLA:CPU runs faster (grouped convs as block-diagonal GEMMs,
 depthwise as shifted multiply-adds). Scores match the reference up to float
-reordering; `tests/engine_test.py` checks it in float32 and float64.
+reordering; `tests/scoring/engine_test.py` checks it in float32 and float64.
 """
 
 from __future__ import annotations

@@ -14,8 +14,12 @@ import dataclasses
 import json
 from typing import Any
 
+import jax
+
+from bswap.nets import convs
 from bswap.nets import genotype as genotype_lib
 from bswap.nets import menu
+from bswap.search import constraints
 
 FILE = 'best_genotype.json'
 
@@ -63,6 +67,8 @@ def search_settings(config) -> dict[str, Any]:
     'metric': s.metric,
     'strategy': s.strategy,
     'engine': s.engine,
+    # 'fast' and 'xla' convolutions differ by float rounding: record the one that ran.
+    'conv_impl': convs.resolve(s.conv_impl, jax.default_backend(), 'search.conv_impl'),
     'constraints': s.constraints,
     'budget': s.budget,
     'band': s.band,
@@ -72,7 +78,7 @@ def search_settings(config) -> dict[str, Any]:
     'fresh_batch_per_candidate': s.fresh_batch_per_candidate,
     'data': _data_settings(config),
   }
-  if 'macs' in s.constraints:
+  if 'macs' in constraints.names(config):
     settings.update(mac_budget=s.mac_budget, mac_band=s.mac_band)
   return settings
 

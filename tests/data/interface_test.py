@@ -19,6 +19,8 @@ def _config(pipeline_name, **data):
   config.model = ml_collections.ConfigDict({'num_classes': 10})
   config.data = data_lib.default_config(pipeline_name)
   config.data.update(source='synthetic', image_size=8, synthetic_size=16)
+  if 'cutout' in config.data:  # SPEC's sizes scaled to 8 px, as the smoke configs do
+    config.data.update(crop_pad=1, cutout=4)
   config.data.update(data)
   return config
 
@@ -95,6 +97,12 @@ def test_check_num_classes_names_the_flag_and_the_datas_count():
   message = str(error.value)
   assert 'synthetic has 3 classes but config.model.num_classes is 10' in message
   assert message.endswith('set --config.model.num_classes=3')
+
+
+def test_a_cutout_that_blanks_every_image_is_refused():
+  with pytest.raises(ValueError, match=r'--config.data.cutout=16 blanks every 8 px image whole'):
+    data_lib.open_data(_config('cifar', cutout=16))
+  assert data_lib.open_data(_config('cifar', cutout=15)).cutout == 15  # some pixels survive
 
 
 def test_the_search_refuses_data_with_another_class_count(tree):
