@@ -91,6 +91,11 @@ def training() -> ml_collections.ConfigDict:
   # workdir also work). None: the student is trained with CE alone.
   train.beta = 1000.0
   train.teacher_checkpoint = config_dict.placeholder(str)
+  # Classic knowledge distillation on the logits as well (bswap/losses.py): CE
+  # becomes (1 - kd_alpha) CE + kd_alpha T^2 KL at temperature T; 0: off. With
+  # beta = 0, distillation alone. Needs the teacher checkpoint.
+  train.kd_alpha = 0.0
+  train.kd_temperature = 4.0
   # The student: None = the search's workdir/best_genotype.json; 'random' = one
   # genotype sampled inside config.search.budget; else a genotype file (JSON or
   # reference CSV) or comma-separated block names (depth from their number,

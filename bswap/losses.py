@@ -1,4 +1,5 @@
-"""Attention transfer and the student objective (SPEC section 5): pure functions on arrays.
+"""Attention transfer, knowledge distillation and the student objective (SPEC section 5):
+pure functions on arrays.
 
 Zagoruyko & Komodakis (2017), "Paying more attention to attention", as the
 BlockSwap reference code computes it:
@@ -6,6 +7,19 @@ BlockSwap reference code computes it:
   a(x)        = normalise(mean over channels of x^2, flattened to (N, H*W))
   at_loss     = mean over (example, position) of (a(student) - a(teacher))^2
   student     = CE + beta * sum over the stage outputs of at_loss
+
+Optionally with classic knowledge distillation (Hinton et al. 2015) on the
+logits, as the reference code's earlier versions offered (`distillation`,
+temperature T, weight alpha; alpha = 0, their default, turns it off):
+
+  student     = (1 - alpha) CE + alpha T^2 KL(p_teacher^T || p_student^T)
+                + beta * sum over the stage outputs of at_loss
+
+where p^T = softmax(logits / T) and KL is averaged over the examples. The
+T^2 keeps the gradients of the soft term at the scale of the hard one as T
+changes, as in the reference. The reference took torch's `F.kl_div` default,
+which also averages over the classes, and doubled it: its alpha weighs the KL
+as 2 alpha T^2 / C where this one weighs it as alpha T^2 (C classes).
 
 The maps are computed in float32 whatever the activations' dtype: squaring
 bfloat16 activations and normalising them loses too much precision.
@@ -56,22 +70,55 @@ def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
   return jnp.mean(losses)
 
 
+def kd_divergence(logits: jax.Array, teacher_logits: jax.Array, temperature: float) -> jax.Array:
+  """KL(softmax(teacher / T) || softmax(student / T)), averaged over the examples, in float32+."""
+  dtype = jnp.promote_types(logits.dtype, jnp.float32)
+  log_p = jax.nn.log_softmax(logits.astype(dtype) / temperature, axis=-1)
+  log_q = jax.nn.log_softmax(teacher_logits.astype(dtype) / temperature, axis=-1)
+  return jnp.mean(jnp.sum(jnp.exp(log_q) * (log_q - log_p), axis=-1))
+
+
+def distillation(
+  logits: jax.Array,
+  teacher_logits: jax.Array,
+  labels: jax.Array,
+  temperature: float,
+  alpha: float,
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """(1 - alpha) CE + alpha T^2 KL: classic knowledge distillation (the module doc).
+
+  Returns:
+    The loss and its parts {'ce', 'kd'} ('kd' is the unweighted KL at temperature T).
+  """
+  ce = cross_entropy(logits, labels)
+  kd = kd_divergence(logits, teacher_logits, temperature)
+  return (1.0 - alpha) * ce + alpha * temperature**2 * kd, {'ce': ce, 'kd': kd}
+
+
 def student_loss(
   logits: jax.Array,
   labels: jax.Array,
   student_stages: Sequence[jax.Array],
   teacher_stages: Sequence[jax.Array],
   beta: float,
+  teacher_logits: jax.Array | None = None,
+  kd_alpha: float = 0.0,
+  kd_temperature: float = 4.0,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
-  """CE + beta * sum_i at_loss(student stage i, teacher stage i).
+  """CE + beta * sum_i at_loss(student stage i, teacher stage i), CE -> `distillation` if kd_alpha.
 
   Returns:
-    The loss and its parts {'ce', 'at'} ('at' is the unweighted sum).
+    The loss and its parts {'ce', 'at'} ('at' is the unweighted sum), and 'kd'
+    (the unweighted KL) when kd_alpha > 0.
   """
   if len(student_stages) != len(teacher_stages):
     raise ValueError(
       f'student has {len(student_stages)} attention points, teacher {len(teacher_stages)}'
     )
-  ce = cross_entropy(logits, labels)
+  if kd_alpha:
+    loss, parts = distillation(logits, teacher_logits, labels, kd_temperature, kd_alpha)
+  else:
+    ce = cross_entropy(logits, labels)
+    loss, parts = ce, {'ce': ce}
   at = sum(at_loss(s, t) for s, t in zip(student_stages, teacher_stages))
-  return ce + beta * at, {'ce': ce, 'at': at}
+  return loss + beta * at, {**parts, 'at': at}

@@ -80,3 +80,68 @@ def test_student_loss_is_ce_plus_beta_times_the_summed_at_losses():
   np.testing.assert_allclose(parts['at'], at, rtol=1e-5)
   np.testing.assert_allclose(loss, ce + 1000.0 * at, rtol=1e-5)
   np.testing.assert_allclose(parts['ce'], ce, rtol=1e-6)
+
+
+# ----------------------------------------------------------------------------
+# Knowledge distillation.
+
+
+def _log_softmax64(x):
+  x = np.asarray(x, np.float64)
+  x = x - x.max(-1, keepdims=True)
+  return x - np.log(np.exp(x).sum(-1, keepdims=True))
+
+
+@pytest.mark.parametrize('temperature', [1.0, 4.0])
+def test_kd_divergence_matches_the_closed_form_in_float64(temperature):
+  s, t = 3 * _activations(30, (6, 10)), 3 * _activations(31, (6, 10))
+  log_p, log_q = _log_softmax64(s / temperature), _log_softmax64(t / temperature)
+  expected = (np.exp(log_q) * (log_q - log_p)).sum(-1).mean()
+  np.testing.assert_allclose(distill.kd_divergence(s, t, temperature), expected, rtol=1e-5)
+  assert float(distill.kd_divergence(s, s, temperature)) == pytest.approx(0, abs=1e-7)
+
+
+@pytest.mark.parametrize('temperature', [1.0, 4.0])
+def test_distillation_with_alpha_0_is_cross_entropy(temperature):
+  s, t = _activations(32, (6, 10)), _activations(33, (6, 10))
+  labels = jnp.array([0, 1, 2, 3, 4, 9])
+  loss, parts = distill.distillation(s, t, labels, temperature, 0.0)
+  np.testing.assert_allclose(loss, distill.cross_entropy(s, labels), rtol=1e-6)
+  assert float(parts['kd']) > 0  # computed, weighted 0
+
+
+@pytest.mark.parametrize('alpha', [0.3, 1.0])
+def test_distillation_at_t_1_from_a_one_hot_teacher_is_cross_entropy(alpha):
+  # KL(one-hot || p) = -log p[label] = CE: the soft term of a certain teacher is the hard one.
+  s = _activations(34, (6, 10))
+  labels = jnp.array([0, 1, 2, 3, 4, 9])
+  teacher = 200.0 * jax.nn.one_hot(labels, 10)
+  loss, _ = distill.distillation(s, teacher, labels, 1.0, alpha)
+  np.testing.assert_allclose(loss, distill.cross_entropy(s, labels), rtol=1e-5)
+
+
+@pytest.mark.parametrize('temperature', [1.0, 2.0, 8.0])
+def test_the_soft_terms_gradient_is_alpha_t_times_the_softmax_difference(temperature):
+  # d/ds [alpha T^2 KL] = alpha T (softmax(s/T) - softmax(t/T)) / N: T^2 keeps the gradient's
+  # scale as T grows (Hinton et al. 2015), as the reference's T*T factor does.
+  s, t = _activations(35, (5, 10)), 2 * _activations(36, (5, 10))
+  labels = jnp.zeros(5, jnp.int32)
+  soft = lambda s: distill.distillation(s, t, labels, temperature, 0.5)[0]
+  hard = lambda s: 0.5 * distill.cross_entropy(s, labels)
+  grad = jax.grad(soft)(s) - jax.grad(hard)(s)
+  p, q = np.exp(_log_softmax64(s / temperature)), np.exp(_log_softmax64(t / temperature))
+  np.testing.assert_allclose(grad, 0.5 * temperature * (p - q) / 5, rtol=1e-4, atol=1e-7)
+
+
+def test_student_loss_with_kd_adds_the_soft_term_and_its_part():
+  logits, teacher = _activations(37, (4, 10)), _activations(38, (4, 10))
+  labels = jnp.arange(4)
+  student = [_activations(40 + i, (4, 4, 4, 4)) for i in range(3)]
+  stages = [_activations(50 + i, (4, 4, 4, 8)) for i in range(3)]
+  loss, parts = distill.student_loss(logits, labels, student, stages, 10.0, teacher, 0.25, 2.0)
+  kd = distill.kd_divergence(logits, teacher, 2.0)
+  ce = distill.cross_entropy(logits, labels)
+  np.testing.assert_allclose(parts['kd'], kd, rtol=1e-6)
+  np.testing.assert_allclose(loss, 0.75 * ce + 0.25 * 4.0 * kd + 10.0 * parts['at'], rtol=1e-6)
+  _, plain = distill.student_loss(logits, labels, student, stages, 10.0, teacher)
+  assert sorted(plain) == ['at', 'ce']  # kd_alpha 0: no 'kd' part, metrics unchanged

@@ -99,6 +99,7 @@ def check_config(config) -> None:
   for name in ('checkpoint_every_epochs', 'eval_every_epochs'):
     if tc[name] < 1:
       raise ValueError(f'config.train.{name} must be at least 1; got {tc[name]}')
+  check_distillation(tc)
   data = data_lib.open_data(config)  # checks the data options too
   most = data.max_steps_per_call
   if most is not None and config.train.steps_per_call > most:
@@ -106,6 +107,23 @@ def check_config(config) -> None:
       f'config.train.steps_per_call is {config.train.steps_per_call}, but the '
       f'{data.pipeline!r} pipeline feeds {most} streamed batch per call; set '
       f'--config.train.steps_per_call={most}'
+    )
+
+
+def check_distillation(tc, teacher_checkpoint: str | None = '') -> None:
+  """config.train.kd_alpha in [0, 1], kd_temperature > 0, and a teacher where kd_alpha > 0.
+
+  teacher_checkpoint '' (the default) skips the teacher check.
+  """
+  alpha, temperature = tc.get('kd_alpha', 0.0), tc.get('kd_temperature', 4.0)
+  if not 0.0 <= alpha <= 1.0:
+    raise ValueError(f'--config.train.kd_alpha must be in [0, 1] (0: no distillation); got {alpha}')
+  if temperature <= 0:
+    raise ValueError(f'--config.train.kd_temperature must be positive; got {temperature}')
+  if alpha and teacher_checkpoint is None:
+    raise ValueError(
+      f'--config.train.kd_alpha={alpha} distils from a teacher: give one with '
+      '--config.train.teacher_checkpoint=DIR, or set --config.train.kd_alpha=0'
     )
 
 
@@ -134,6 +152,8 @@ def make_setup(config, genotype, mesh, data, train_feed, eval_feed, distil: bool
     eval_batches_per_call=eval_feed.batches_per_call,
     teacher=teacher,
     beta=tc.beta,
+    kd_alpha=tc.get('kd_alpha', 0.0),
+    kd_temperature=tc.get('kd_temperature', 4.0),
     dtype=steps.DTYPES[tc.dtype],
   )
   return setup, schedule
@@ -178,6 +198,7 @@ def prepare(config, run_dir: str, genotype, teacher_checkpoint: str | None) -> t
   parallel.check_divisible(tc.batch_size, mesh)
   parallel.check_divisible(tc.eval_batch_size, mesh, 'eval batch size')
   record_genotype(run_dir, genotype)
+  check_distillation(tc, teacher_checkpoint or None)
   if teacher_checkpoint:  # fail before loading data
     teacher_checkpoint = checkpoint.find_run_checkpoints(teacher_checkpoint)
   data_lib.check_num_classes(data, config)

@@ -1,5 +1,5 @@
 """Pure training and evaluation steps: the teacher with cross-entropy, students with
-attention transfer (SPEC section 5).
+attention transfer (SPEC section 5) and optionally knowledge distillation.
 
 A step is pure: `train_step(state, batch, rng) -> (state, metrics)`, its
 randomness `fold_in(rng, step)`. `train_call` runs `length` steps in one
@@ -59,6 +59,8 @@ class Setup:
   eval_batches_per_call: int
   teacher: nn.Module | None = None
   beta: float = 0.0
+  kd_alpha: float = 0.0  # knowledge distillation on the logits (losses.distillation); 0: off
+  kd_temperature: float = 4.0
   dtype: Any = jnp.float32  # compute dtype; parameters and BN statistics stay float32
 
 
@@ -79,9 +81,18 @@ def loss_fn(params, batch_stats, images, labels, teacher_variables, setup: Setup
   else:
     # Inference mode (running statistics), and no gradient reaches the teacher.
     frozen = jax.lax.stop_gradient(_cast(teacher_variables, setup.dtype))
-    _, teacher_aux = setup.teacher.apply(frozen, x, train=False)
+    teacher_logits, teacher_aux = setup.teacher.apply(frozen, x, train=False)
     stages = teacher_aux['stages']
-    loss, parts = losses.student_loss(logits, labels, aux['stages'], stages, setup.beta)
+    loss, parts = losses.student_loss(
+      logits,
+      labels,
+      aux['stages'],
+      stages,
+      setup.beta,
+      teacher_logits,
+      setup.kd_alpha,
+      setup.kd_temperature,
+    )
   return loss, (logits, updates['batch_stats'], parts)
 
 

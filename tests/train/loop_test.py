@@ -131,3 +131,12 @@ def test_a_student_learns_from_the_teacher_checkpoint(uninterrupted, tmp_path):
     record['train_loss'], record['train_ce'] + 1000.0 * record['train_at'], rtol=1e-4
   )
   assert_trees_close(saved_variables(teacher_run), teacher_variables, rtol=0, atol=0)
+
+
+def test_distillation_settings_are_checked_before_any_work(tmp_path):
+  with pytest.raises(ValueError, match=r'kd_alpha=0.5 distils from a teacher.*teacher_checkpoint'):
+    loop.fit(tiny_config(kd_alpha=0.5), str(tmp_path), TINY)
+  with pytest.raises(ValueError, match=r'kd_alpha must be in \[0, 1\].*got 1.5'):
+    loop.fit(tiny_config(kd_alpha=1.5), str(tmp_path), TINY)
+  with pytest.raises(ValueError, match='kd_temperature must be positive; got 0'):
+    loop.fit(tiny_config(kd_temperature=0.0), str(tmp_path), TINY)

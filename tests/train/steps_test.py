@@ -41,6 +41,8 @@ def _setup(config, mesh, genotype=TINY, distil=False, pad=1, cutout=4):
     eval_batches_per_call=1,
     teacher=teacher,
     beta=config.train.beta,
+    kd_alpha=config.train.kd_alpha,
+    kd_temperature=config.train.kd_temperature,
     dtype=steps.DTYPES[config.train.dtype],
   )
 
@@ -143,3 +145,27 @@ def test_the_teacher_gets_no_gradient_and_runs_in_inference_mode():
   np.testing.assert_allclose(total, parts['ce'] + setup.beta * parts['at'], rtol=1e-6)
   np.testing.assert_allclose(parts['at'], inference, rtol=1e-5)
   assert not np.isclose(float(parts['at']), float(training))
+
+
+def test_knowledge_distillation_adds_the_teachers_soft_logits_in_inference_mode():
+  config = tiny_config(kd_alpha=0.7, kd_temperature=3.0)
+  mesh = parallel.make_mesh(jax.devices()[:1])
+  setup = _setup(config, mesh, TINY, distil=True)
+  state = loop.init_state(setup, 0, 8)
+  teacher_variables = models.init_variables(setup.teacher, 1, 0, 8)
+  teacher_variables['batch_stats'] = jax.tree.map(
+    lambda x: x + 3.0, teacher_variables['batch_stats']
+  )
+  images = augment.normalize(_batch()['image'])
+  labels = jnp.asarray(_batch()['label'])
+  loss = jax.jit(lambda p, t: steps.loss_fn(p, state.batch_stats, images, labels, t, setup))
+  total, (logits, _, parts) = loss(state.params, teacher_variables)
+  teacher_logits, _ = setup.teacher.apply(teacher_variables, images, train=False)
+  expected_kd = losses.kd_divergence(logits, teacher_logits, 3.0)
+  np.testing.assert_allclose(parts['kd'], expected_kd, rtol=1e-5)
+  assert float(parts['kd']) > 0
+  np.testing.assert_allclose(
+    total, 0.3 * parts['ce'] + 0.7 * 9.0 * parts['kd'] + setup.beta * parts['at'], rtol=1e-6
+  )
+  grad_teacher = jax.grad(lambda t: loss(state.params, t)[0])(teacher_variables)
+  assert all(np.all(np.asarray(g) == 0) for g in jax.tree.leaves(grad_teacher))
