@@ -15,6 +15,7 @@ import ml_collections
 from ml_collections import config_dict
 
 from bswap import data as data_lib
+from bswap.data import augment
 
 # search: rank genotypes; teacher: train WRN-depth-width of config.model;
 # student: train config.train.genotype; pipeline: search, then train the winner.
@@ -133,15 +134,27 @@ def _base(stage: str, model, pipeline: str) -> ml_collections.ConfigDict:
 
 
 # ----------------------------------------------------------------------------
-# CIFAR-10: WRN-40-2 and its students.
+# CIFAR-10 (and CIFAR-100): WRN-40-2 and its students.
+
+# config.data.source -> the model's classes and the normalisation statistics.
+CIFAR_DATASETS = {'cifar10': (10, augment.CIFAR10), 'cifar100': (100, augment.CIFAR100)}
 
 
-def cifar_config(budget: int) -> ml_collections.ConfigDict:
+def on_dataset(config: ml_collections.ConfigDict, dataset: str) -> ml_collections.ConfigDict:
+  """`config` on 'cifar10' or 'cifar100': its source, classes and normalisation."""
+  classes, stats = CIFAR_DATASETS[dataset]
+  config.data.source = dataset
+  config.model.num_classes = classes
+  config.data.mean, config.data.std = stats.mean, stats.std
+  return config
+
+
+def cifar_config(budget: int, dataset: str = 'cifar10') -> ml_collections.ConfigDict:
   """The BlockSwap search of a WRN-40-2 student at `budget` parameters (and its training)."""
   config = _base('search', _model('wrn', 40, 2, 10), 'cifar')  # 18 substitutable blocks
   config.search = search(budget)
   config.train = training()
-  return config
+  return on_dataset(config, dataset)
 
 
 def smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -175,15 +188,15 @@ def variant(config, arg: str | None, smoke_fn) -> ml_collections.ConfigDict:
   return config
 
 
-def get(budget: int, arg: str | None) -> ml_collections.ConfigDict:
-  return variant(cifar_config(budget), arg, smoke)
+def get(budget: int, arg: str | None, dataset: str = 'cifar10') -> ml_collections.ConfigDict:
+  return variant(cifar_config(budget, dataset), arg, smoke)
 
 
-def teacher(arg: str | None) -> ml_collections.ConfigDict:
+def teacher(arg: str | None, dataset: str = 'cifar10') -> ml_collections.ConfigDict:
   """The teacher: WRN-depth-width of config.model (WRN-40-2; smoke: WRN-10-2), all 'Conv'."""
   config = _base('teacher', _model('wrn', 40, 2, 10), 'cifar')
   config.train = training()
-  return variant(config, arg, smoke)
+  return variant(on_dataset(config, dataset), arg, smoke)
 
 
 def fixed_student(block: str, depth: int, width: int, arg: str | None):

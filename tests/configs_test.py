@@ -10,6 +10,7 @@ import pytest
 from bswap import data as data_lib
 from bswap import defaults
 from bswap import pipeline
+from bswap.data import augment
 from bswap.nets import accounting
 from bswap.nets import arch
 from bswap.search import sampler
@@ -39,8 +40,9 @@ def test_docstring_gives_the_command_the_smoke_command_and_an_expected_result(na
   doc = _module(name).__doc__
   assert f'python -m bswap.main --config=configs/{name}.py' in doc
   assert f'--config=configs/{name}.py:smoke' in doc
-  # An expected result: a test error (or a rank correlation) from the paper.
-  assert re.search(r'Expected result.*?\d\.\d+%', doc, re.DOTALL), doc
+  # An expected result: a test error (or a rank correlation) from the paper, or (CIFAR-100)
+  # a plain statement that none is published.
+  assert re.search(r'Expected result.*?(\d\.\d+%|none published)', doc, re.DOTALL), doc
 
 
 IMAGENET = {'imagenet_3m': 3_000_000, 'imagenet_8m': 8_000_000, 'teacher_resnet34': None}
@@ -116,7 +118,7 @@ def test_the_teacher_is_wrn_40_2_with_standard_blocks():
   assert accounting.count(geno).params == 2_243_546
 
 
-SEARCHES = [name for name in CONFIGS if name.startswith(('cifar_', 'imagenet_'))]
+SEARCHES = [name for name in CONFIGS if name.startswith(('cifar_', 'cifar100_', 'imagenet_'))]
 
 
 @pytest.mark.parametrize('name', CONFIGS)
@@ -136,3 +138,14 @@ def test_the_three_cifar_docstrings_come_from_one_template():
     budget = int(name.removeprefix('cifar_').removesuffix('k')) * 1000
     assert doc == defaults.cifar_doc(name, budget)
   assert '-0.685' in docs['cifar_400k'] and '4.21%' in docs['cifar_400k']
+
+
+@pytest.mark.parametrize('name', ['cifar100_400k', 'teacher_wrn40_2_cifar100'])
+def test_cifar100_configs_read_cifar100_with_its_statistics_and_a_100_way_head(name):
+  for config in (_module(name).get_config(), _module(name).get_config('smoke')):
+    assert config.model.num_classes == 100
+    assert config.data.mean == augment.CIFAR100.mean and config.data.std == augment.CIFAR100.std
+  assert _module(name).get_config().data.source == 'cifar100'
+  cifar10 = _module(name.replace('cifar100_', 'cifar_').replace('_cifar100', '')).get_config()
+  assert cifar10.data.source == 'cifar10' and cifar10.model.num_classes == 10
+  assert cifar10.data.mean == augment.CIFAR10.mean

@@ -6,7 +6,7 @@ uint8, a quarter of float32. `augment` is SPEC section 5's: a crop with
 4-pixel zero padding, a flip, normalisation, Cutout 16.
 
 Normalisation statistics are config fields (`config.data.mean`, `.std`) whose
-defaults are the dataset's: `CIFAR10` (SPEC section 5) or `IMAGENET`.
+defaults are the dataset's: `CIFAR10` (SPEC section 5), `CIFAR100` or `IMAGENET`.
 """
 
 from __future__ import annotations
@@ -39,6 +39,9 @@ class Stats:
 
 
 CIFAR10 = Stats((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010))
+# Per-channel mean and std over all pixels of the 50,000 training images (the values
+# commonly published with CIFAR-100 training code).
+CIFAR100 = Stats((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762))
 IMAGENET = Stats((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 
 

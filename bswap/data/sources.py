@@ -4,7 +4,8 @@
 uint8 images and int32 labels. `source` is one of
 
   'synthetic'   seeded random images, for smoke runs, tests and benchmarks;
-  'cifar10'     tensorflow-datasets' prepared copy if there is one, else the
+  'cifar10', 'cifar100'
+                tensorflow-datasets' prepared copy if there is one, else the
                 official python archive, downloaded once and checksummed;
   'tfds:NAME'   any prepared tensorflow-datasets image dataset;
   a path        a directory or .tar/.tar.gz/.tgz archive of class folders,
@@ -42,19 +43,69 @@ from bswap import files
 
 SPLITS = ('train', 'test')
 
-CIFAR10_URL = 'https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz'
-CIFAR10_MD5 = 'c58f30108f718f92721af3b95e74349a'
-CIFAR10_FILE = 'cifar-10-python.tar.gz'  # its name in the cache directory
-CIFAR10_CLASSES = tuple('airplane automobile bird cat deer dog frog horse ship truck'.split())
-_CIFAR10_TRAIN_BATCHES = tuple(f'data_batch_{i}' for i in range(1, 6))
 ARCHIVE_SUFFIXES = ('.tar.gz', '.tgz', '.tar')
 
 _CACHE_VERSION = 1  # bump when the meaning of the cached arrays changes
 _LAYOUT = 'train/<class>/<image> and test/<class>/<image>'
 _SOURCES_HELP = (
   f'set --config.data.source to a directory or .tar.gz archive of {_LAYOUT}, '
-  "'cifar10', 'tfds:NAME' or 'synthetic'"
+  "'cifar10', 'cifar100', 'tfds:NAME' or 'synthetic'"
 )
+
+
+@dataclasses.dataclass(frozen=True)
+class Cifar:
+  """One official CIFAR python archive: where it is, and how its pickled batches are laid out."""
+
+  name: str  # the source's name, and tensorflow-datasets' name of the dataset
+  url: str
+  md5: str
+  file: str  # its name in the cache directory
+  classes: tuple[str, ...]  # the class names, should the archive's meta file lack them
+  train_batches: tuple[str, ...]  # member names of the pickled batches of each split
+  test_batches: tuple[str, ...]
+  meta: str  # the member holding the class names
+  label_key: bytes  # the batches' key of the labels, and the meta file's of the names
+  names_key: bytes
+
+
+_CIFAR100_CLASSES = """apple aquarium_fish baby bear beaver bed bee beetle bicycle bottle bowl boy
+  bridge bus butterfly camel can castle caterpillar cattle chair chimpanzee clock cloud cockroach
+  couch crab crocodile cup dinosaur dolphin elephant flatfish forest fox girl hamster house
+  kangaroo keyboard lamp lawn_mower leopard lion lizard lobster man maple_tree motorcycle mountain
+  mouse mushroom oak_tree orange orchid otter palm_tree pear pickup_truck pine_tree plain plate
+  poppy porcupine possum rabbit raccoon ray road rocket rose sea seal shark shrew skunk skyscraper
+  snail snake spider squirrel streetcar sunflower sweet_pepper table tank telephone television
+  tiger tractor train trout tulip turtle wardrobe whale willow_tree wolf woman worm"""
+CIFAR = {
+  c.name: c
+  for c in (
+    Cifar(
+      'cifar10',
+      'https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz',
+      'c58f30108f718f92721af3b95e74349a',
+      'cifar-10-python.tar.gz',
+      tuple('airplane automobile bird cat deer dog frog horse ship truck'.split()),
+      tuple(f'data_batch_{i}' for i in range(1, 6)),
+      ('test_batch',),
+      'batches.meta',
+      b'labels',
+      b'label_names',
+    ),
+    Cifar(  # the 100 fine labels; the 20 coarse ones are not used
+      'cifar100',
+      'https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz',
+      'eb9058c3a382ffc7106e4002c42a8d85',
+      'cifar-100-python.tar.gz',
+      tuple(_CIFAR100_CLASSES.split()),
+      ('train',),
+      ('test',),
+      'meta',
+      b'fine_labels',
+      b'fine_label_names',
+    ),
+  )
+}
 
 
 @dataclasses.dataclass(frozen=True, eq=False)  # eq on arrays is ambiguous: compare by identity
@@ -94,7 +145,8 @@ def load(
   """One split ('train' or 'test') of the data `source` names (see the module doc).
 
   Args:
-    source: 'synthetic', 'cifar10', 'tfds:NAME', or a class-folder directory or archive.
+    source: 'synthetic', 'cifar10', 'cifar100', 'tfds:NAME', or a class-folder directory or
+      archive.
     split: 'train' or 'test'.
     image_size: resize (bilinear) to image_size x image_size where images differ
       from it; None keeps the stored size (32 for 'synthetic').
@@ -113,10 +165,10 @@ def load(
   if source == 'synthetic':
     return synthetic(synthetic_size, image_size or 32, num_classes, (seed, SPLITS.index(split)))
   cache_dir = os.path.expanduser(cache_dir or os.environ.get('BSWAP_CACHE_DIR') or '~/.cache/bswap')
-  if source == 'cifar10':
-    return _cifar10(split, image_size, cache_dir)
+  if source in CIFAR:
+    return _cifar(CIFAR[source], split, image_size, cache_dir)
   if source.startswith('tfds:'):
-    return _from_tfds(source.removeprefix('tfds:'), split, image_size)
+    return _from_tfds(source.removeprefix('tfds:'), split, image_size, cache_dir)
   return _class_folders(source, split, image_size, cache_dir)
 
 
@@ -376,53 +428,53 @@ def _fingerprint(path: str) -> list:
 
 
 # ----------------------------------------------------------------------------
-# CIFAR-10 and tensorflow-datasets.
+# CIFAR-10, CIFAR-100 and tensorflow-datasets.
 
 
-def _cifar10(split: str, image_size: int | None, cache_dir: str) -> ArrayDataset:
-  """tensorflow-datasets' prepared CIFAR-10 if there is one, else the official archive."""
+def _cifar(spec: Cifar, split: str, image_size: int | None, cache_dir: str) -> ArrayDataset:
+  """tensorflow-datasets' prepared copy if there is one, else the official archive."""
   try:
-    return _from_tfds('cifar10', split, image_size)
+    return _from_tfds(spec.name, split, image_size, cache_dir)
   except ValueError as e:
-    logging.info('Using the official CIFAR-10 archive: %s', e)
-  archive = download_cifar10(cache_dir)
-  build = lambda: (_decode_cifar10(archive), None)
+    logging.info('Using the official %s archive: %s', spec.name, e)
+  archive = download_cifar(spec, cache_dir)
+  build = lambda: (_decode_cifar(spec, archive), None)
   return _cached(archive, image_size, cache_dir, split, build)
 
 
-def download_cifar10(cache_dir: str) -> str:
-  """The path of the official CIFAR-10 python archive in `cache_dir`, downloaded if missing.
+def download_cifar(spec: Cifar, cache_dir: str) -> str:
+  """The path of the official python archive in `cache_dir`, downloaded if missing.
 
   The download goes to a temporary file that is renamed into place only once
   its md5 matches, so a failed or corrupt download leaves nothing behind.
   """
-  dest = os.path.join(cache_dir, CIFAR10_FILE)
+  dest = os.path.join(cache_dir, spec.file)
   if os.path.exists(dest):
     return dest
   os.makedirs(cache_dir, exist_ok=True)
-  logging.info('Downloading %s to %s', CIFAR10_URL, dest)
+  logging.info('Downloading %s to %s', spec.url, dest)
   try:
-    with urllib.request.urlopen(CIFAR10_URL, timeout=60) as response, files.open_write(dest) as f:
-      digest = _copy_with_md5(response, f)
-      if digest != CIFAR10_MD5:
+    with urllib.request.urlopen(spec.url, timeout=60) as response, files.open_write(dest) as f:
+      digest = _copy_with_md5(response, f, spec.name)
+      if digest != spec.md5:
         raise ValueError(
-          f'{CIFAR10_URL} has md5 {digest}, not {CIFAR10_MD5}: the download is corrupt or '
+          f'{spec.url} has md5 {digest}, not {spec.md5}: the download is corrupt or '
           'the file changed; nothing was kept. Try again, or ' + _SOURCES_HELP
         )
   except (OSError, http.client.HTTPException) as e:
     raise ValueError(
-      f'downloading CIFAR-10 from {CIFAR10_URL} failed ({e}). Without internet, use '
+      f'downloading {spec.name} from {spec.url} failed ({e}). Without internet, use '
       '--config.data.source=/path/to/class-folders-or-archive (a directory or .tar.gz of '
       f'{_LAYOUT}) or --config.data.source=synthetic'
     ) from e
   return dest
 
 
-def _copy_with_md5(response, f) -> str:
+def _copy_with_md5(response, f, what: str) -> str:
   md5 = hashlib.md5(usedforsecurity=False)
   total = int(response.headers.get('Content-Length') or 0) or None
   with tqdm(
-    total=total, unit='B', unit_scale=True, desc='CIFAR-10', file=sys.stderr, disable=None
+    total=total, unit='B', unit_scale=True, desc=what, file=sys.stderr, disable=None
   ) as bar:
     while chunk := response.read(1 << 20):
       md5.update(chunk)
@@ -431,24 +483,24 @@ def _copy_with_md5(response, f) -> str:
   return md5.hexdigest()
 
 
-def _decode_cifar10(archive: str) -> dict[str, np.ndarray]:
-  """Both splits of the official python archive (pickled batches of CHW rows)."""
-  batches = _read_cifar10_batches(archive)
-  meta = batches.get('batches.meta', {})
-  names = tuple(n.decode() for n in meta.get(b'label_names', ())) or CIFAR10_CLASSES
+def _decode_cifar(spec: Cifar, archive: str) -> dict[str, np.ndarray]:
+  """Both splits of an official python archive (pickled batches of CHW rows)."""
+  batches = _read_cifar_batches(spec, archive)
+  meta = batches.get(spec.meta, {})
+  names = tuple(n.decode() for n in meta.get(spec.names_key, ())) or spec.classes
   arrays = {'class_names': np.array(names)}
-  for split, keys in (('train', _CIFAR10_TRAIN_BATCHES), ('test', ('test_batch',))):
+  for split, keys in (('train', spec.train_batches), ('test', spec.test_batches)):
     data = np.concatenate([np.asarray(batches[k][b'data'], np.uint8) for k in keys])
     images = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)  # rows are CHW
-    labels = np.concatenate([batches[k][b'labels'] for k in keys])
+    labels = np.concatenate([batches[k][spec.label_key] for k in keys])
     arrays[f'{split}_images'] = np.ascontiguousarray(images)
     arrays[f'{split}_labels'] = labels.astype(np.int32)
   return arrays
 
 
-def _read_cifar10_batches(archive: str) -> dict[str, dict]:
-  """{'data_batch_1': {b'data': ..., b'labels': ...}, ..., 'test_batch', 'batches.meta'}."""
-  wanted = {*_CIFAR10_TRAIN_BATCHES, 'test_batch', 'batches.meta'}
+def _read_cifar_batches(spec: Cifar, archive: str) -> dict[str, dict]:
+  """{batch name: {b'data': ..., label_key: ...}, ..., meta name: {names_key: ...}}."""
+  wanted = {*spec.train_batches, *spec.test_batches, spec.meta}
   batches = {}
   try:
     with tarfile.open(archive) as tar:
@@ -459,7 +511,7 @@ def _read_cifar10_batches(archive: str) -> dict[str, dict]:
           batches[base] = pickle.load(tar.extractfile(member), encoding='bytes')
   except (tarfile.TarError, OSError, EOFError, pickle.UnpicklingError) as e:
     raise ValueError(f'cannot read {archive} ({e}); delete it to download it again') from e
-  missing = sorted(wanted - set(batches) - {'batches.meta'})  # the class names have a default
+  missing = sorted(wanted - set(batches) - {spec.meta})  # the class names have a default
   if missing:
     raise ValueError(f'{archive} lacks {missing}; delete it to download it again')
   return batches
@@ -477,17 +529,37 @@ def import_tfds(name: str, sources_help: str = _SOURCES_HELP):
   return tfds
 
 
-def _from_tfds(name: str, split: str, image_size: int | None) -> ArrayDataset:
-  """A split of a prepared tensorflow-datasets dataset, read without TensorFlow."""
+def _from_tfds(name: str, split: str, image_size: int | None, cache_dir: str) -> ArrayDataset:
+  """A split of a prepared tensorflow-datasets dataset, read without TensorFlow.
+
+  Both splits are decoded once and cached like class folders (`_cached`), keyed
+  by the prepared files' sizes and mtimes and by image_size.
+  """
   tfds = import_tfds(name)
+  opened = {s: _tfds_source(tfds, name, s) for s in SPLITS}
+  path = str(opened['train'].dataset_info.data_dir)  # .../NAME/VERSION
+
+  def build():
+    arrays = {}
+    for s, source in opened.items():
+      ds = _from_records(source, f'{name}[{s}]', image_size)
+      arrays[f'{s}_images'], arrays[f'{s}_labels'] = ds.images, ds.labels
+      if s == 'train':  # numbered from its labels where tfds has no names: the most classes
+        arrays['class_names'] = np.array(ds.class_names)
+    return arrays, image_size
+
+  return _cached(path, image_size, cache_dir, split, build)
+
+
+def _tfds_source(tfds, name: str, split: str):
   try:
-    source = tfds.data_source(name, split=split, download=False)
+    return tfds.data_source(name, split=split, download=False)
   except Exception as e:  # tfds raises assorted types (AssertionError, DatasetNotFoundError...)
     raise ValueError(
-      f'tensorflow-datasets has no prepared {name!r} split {split!r} ({e}); prepare it with '
-      f'`tfds build {name}` where there is internet, or {_SOURCES_HELP}'
+      f'tensorflow-datasets has no prepared {name!r} split {split!r} in the ArrayRecord format '
+      f'({e}); prepare it with `python -m bswap.prepare_tfds` (class folders, no TensorFlow) '
+      f'or `tfds build {name} --file_format=array_record` (needs TensorFlow), or {_SOURCES_HELP}'
     ) from e
-  return _from_records(source, name, image_size)
 
 
 def _from_records(source, name: str, image_size: int | None) -> ArrayDataset:

@@ -1,5 +1,6 @@
 """Data sources decoded into memory, and the decoded-array cache."""
 
+import dataclasses
 import hashlib
 import io
 import os
@@ -217,75 +218,136 @@ def test_synthetic_is_seeded_and_splits_differ():
     load('validation')
 
 
-def _fake_cifar_archive(path):
-  """The official archive's layout: pickled batches of CHW rows under cifar-10-batches-py/."""
-  rng = np.random.default_rng(0)
+# Labels of the fake archives' examples: the first and last class, and one between.
+_LABELS = {'cifar10': [0, 9, 3], 'cifar100': [0, 99, 42]}
+_FOLDER = {'cifar10': 'cifar-10-batches-py', 'cifar100': 'cifar-100-python'}
+
+
+def _fake_cifar_archive(path, name='cifar10'):
+  """The official archive's layout: pickled batches of CHW rows, 10 train and 3 test examples.
+
+  CIFAR-10: data_batch_1..5 of 2 rows, test_batch, batches.meta with b'label_names';
+  CIFAR-100: train of 10 rows, test, meta with b'fine_label_names', coarse labels too.
+  """
+  spec, rng, labels = ip.CIFAR[name], np.random.default_rng(0), _LABELS[name]
+  per_batch = 10 // len(spec.train_batches)
+  sizes = [(b, per_batch) for b in spec.train_batches] + [(b, 3) for b in spec.test_batches]
   batches = {
-    name: {b'data': rng.integers(0, 256, (n, 3072), dtype=np.uint8), b'labels': [0, 9, 3][:n]}
-    for name, n in [(f'data_batch_{i}', 2) for i in range(1, 6)] + [('test_batch', 3)]
+    batch: {
+      b'data': rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+      spec.label_key: [labels[i % 2] if n != 3 else labels[i] for i in range(n)],
+      b'coarse_labels': [0] * n,  # CIFAR-100's; ignored
+    }
+    for batch, n in sizes
   }
-  batches['batches.meta'] = {b'label_names': [c.encode() for c in ip.CIFAR10_CLASSES]}
+  batches[spec.meta] = {spec.names_key: [c.encode() for c in spec.classes]}
   with tarfile.open(path, 'w:gz') as tar:
-    for name, batch in batches.items():
+    for batch_name, batch in batches.items():
       data = pickle.dumps(batch)
-      info = tarfile.TarInfo(f'cifar-10-batches-py/{name}')
+      info = tarfile.TarInfo(f'{_FOLDER[name]}/{batch_name}')
       info.size = len(data)
       tar.addfile(info, io.BytesIO(data))
   return path, batches
 
 
-def test_cifar10_downloads_checks_and_decodes_the_official_archive(tmp_path, monkeypatch, no_tfds):
-  archive, batches = _fake_cifar_archive(tmp_path / 'fake.tar.gz')
-  monkeypatch.setattr(ip, 'CIFAR10_URL', archive.as_uri())
-  monkeypatch.setattr(ip, 'CIFAR10_MD5', hashlib.md5(archive.read_bytes()).hexdigest())
-  cache = tmp_path / 'cache'
-  train = ip.load('cifar10', 'train', cache_dir=str(cache))
-  assert (cache / ip.CIFAR10_FILE).read_bytes() == archive.read_bytes()
-  assert train.images.shape == (10, 32, 32, 3) and train.class_names == ip.CIFAR10_CLASSES
-  np.testing.assert_array_equal(train.labels, [0, 9] * 5)
-  data = batches['data_batch_2'][b'data'][1]  # example 3: rows are 1024 R, 1024 G, 1024 B
+def _serve(monkeypatch, name, url, md5=None):
+  """Points the `name` source at `url` (and expects `md5`)."""
+  spec = ip.CIFAR[name]
+  replaced = dataclasses.replace(spec, url=url, md5=md5 or spec.md5)
+  monkeypatch.setitem(ip.CIFAR, name, replaced)
+
+
+@pytest.mark.parametrize('name', ['cifar10', 'cifar100'])
+def test_cifar_downloads_checks_and_decodes_the_official_archive(
+  tmp_path, monkeypatch, no_tfds, name
+):
+  archive, batches = _fake_cifar_archive(tmp_path / 'fake.tar.gz', name)
+  _serve(monkeypatch, name, archive.as_uri(), hashlib.md5(archive.read_bytes()).hexdigest())
+  cache, spec, labels = tmp_path / 'cache', ip.CIFAR[name], _LABELS[name]
+  train = ip.load(name, 'train', cache_dir=str(cache))
+  assert (cache / spec.file).read_bytes() == archive.read_bytes()
+  assert train.images.shape == (10, 32, 32, 3) and train.class_names == spec.classes
+  assert train.num_classes == {'cifar10': 10, 'cifar100': 100}[name]
+  np.testing.assert_array_equal(train.labels, labels[:2] * 5)
+  # Example 3: rows are 1024 R, 1024 G, 1024 B.
+  first = np.concatenate([batches[b][b'data'] for b in spec.train_batches])[3]
   for y, x, c in [(0, 0, 0), (0, 1, 0), (1, 0, 0), (5, 7, 2), (31, 30, 1)]:
-    assert train.images[3, y, x, c] == data[c * 1024 + y * 32 + x]
-  monkeypatch.setattr(ip, 'CIFAR10_URL', 'file:///nonexistent')  # no second download
-  test = ip.load('cifar10', 'test', cache_dir=str(cache))
-  np.testing.assert_array_equal(test.labels, [0, 9, 3])
+    assert train.images[3, y, x, c] == first[c * 1024 + y * 32 + x]
+  _serve(monkeypatch, name, 'file:///nonexistent')  # no second download
+  test = ip.load(name, 'test', cache_dir=str(cache))
+  np.testing.assert_array_equal(test.labels, labels)
   assert test.images.shape == (3, 32, 32, 3)
-  resized = ip.load('cifar10', 'test', image_size=16, cache_dir=str(cache))
+  resized = ip.load(name, 'test', image_size=16, cache_dir=str(cache))
   assert resized.images.shape == (3, 16, 16, 3)
+
+
+def test_the_cifar_table_names_each_datasets_classes():
+  assert len(ip.CIFAR['cifar10'].classes) == 10 and len(ip.CIFAR['cifar100'].classes) == 100
+  for spec in ip.CIFAR.values():
+    assert len(set(spec.classes)) == len(spec.classes)
+    assert list(spec.classes) == sorted(spec.classes) or spec.name == 'cifar10'
 
 
 def test_cifar10_download_failures_are_clear_and_leave_nothing(tmp_path, monkeypatch, no_tfds):
   archive, _ = _fake_cifar_archive(tmp_path / 'fake.tar.gz')
-  monkeypatch.setattr(ip, 'CIFAR10_URL', archive.as_uri())
-  monkeypatch.setattr(ip, 'CIFAR10_MD5', '0' * 32)
+  _serve(monkeypatch, 'cifar10', archive.as_uri(), '0' * 32)
   cache = tmp_path / 'cache'
   with pytest.raises(ValueError, match='has md5 .* not 0000'):
     ip.load('cifar10', 'train', cache_dir=str(cache))
   assert not list(cache.iterdir())
-  monkeypatch.setattr(ip, 'CIFAR10_URL', (tmp_path / 'offline').as_uri())
+  _serve(monkeypatch, 'cifar10', (tmp_path / 'offline').as_uri())
   with pytest.raises(ValueError, match=r'download.*failed.*data.source=/path.*synthetic'):
     ip.load('cifar10', 'train', cache_dir=str(cache))
   assert not list(cache.iterdir())
 
 
-def test_tfds_sources(monkeypatch, no_tfds, tmp_path):
+class _FakeTfdsSplit(list):
+  """What tfds.data_source returns: records by index, and the dataset's info."""
+
+  def __init__(self, records, data_dir):
+    super().__init__(records)
+    self.dataset_info = types.SimpleNamespace(data_dir=str(data_dir))
+
+
+def test_tfds_sources_are_read_once_then_from_the_cache(monkeypatch, no_tfds, tmp_path):
   with pytest.raises(ValueError, match='needs tensorflow-datasets'):
     ip.load('tfds:mnist', 'train')
+  prepared = tmp_path / 'tensorflow_datasets' / 'cifar10' / '3.0.2'
+  prepared.mkdir(parents=True)
+  (prepared / 'cifar10-train.array_record-00000-of-00001').write_bytes(b'records')
+  reads = []
 
   def data_source(name, split, download):
     assert not download
     if name != 'cifar10':
       raise AssertionError(f'Dataset {name} not found')
-    return [{'image': np.full((4, 4, 1), 9 * i, np.uint8), 'label': i} for i in range(3)]
+    reads.append(split)
+    n = 3 if split == 'train' else 2
+    records = [{'image': np.full((4, 4, 1), 9 * i, np.uint8), 'label': i} for i in range(n)]
+    return _FakeTfdsSplit(records, prepared)
 
   fake = types.SimpleNamespace(data_source=data_source)
   monkeypatch.setitem(sys.modules, 'tensorflow_datasets', fake)
-  with pytest.raises(ValueError, match="no prepared 'mnist' split 'train'.*not found"):
+  with pytest.raises(
+    ValueError, match="no prepared 'mnist' split 'train'.*not found.*prepare_tfds"
+  ):
     ip.load('tfds:mnist', 'train')
-  monkeypatch.setattr(ip, 'CIFAR10_URL', 'file:///nonexistent')  # prepared tfds data wins
-  ds = ip.load('cifar10', 'train', cache_dir=str(tmp_path))
+  _serve(monkeypatch, 'cifar10', 'file:///nonexistent')  # prepared tfds data wins
+  cache = tmp_path / 'cache'
+  ds = ip.load('cifar10', 'train', cache_dir=str(cache))
   assert ds.images.shape == (3, 4, 4, 3) and ds.class_names == ('0', '1', '2')
   np.testing.assert_array_equal(ds.images[2], 18)
+  assert len(list(cache.glob('*.npz'))) == 1
+  # Both splits were decoded into the cache: nothing is decoded again.
+  monkeypatch.setattr(ip, '_from_records', None)
+  test = ip.load('cifar10', 'test', cache_dir=str(cache))
+  again = ip.load('tfds:cifar10', 'train', cache_dir=str(cache))
+  assert len(test) == 2
+  np.testing.assert_array_equal(again.images, ds.images)
+  # Prepared files that change are read again.
+  os.utime(prepared / 'cifar10-train.array_record-00000-of-00001', ns=(1, 1))
+  with pytest.raises(TypeError):  # _from_records is None: the cache was not used
+    ip.load('cifar10', 'train', cache_dir=str(cache))
 
 
 def test_array_dataset_checks_dtypes_and_shapes():
