@@ -18,8 +18,9 @@ from bswap import data as data_lib
 from bswap.data import augment
 
 # search: rank genotypes; teacher: train WRN-depth-width of config.model;
-# student: train config.train.genotype; pipeline: search, then train the winner.
-STAGES = ('search', 'teacher', 'student', 'pipeline')
+# student: train config.train.genotype; pipeline: search, then train the winner;
+# eval: test metrics of the trained run --workdir names.
+STAGES = ('search', 'teacher', 'student', 'pipeline', 'eval')
 VARIANTS = ('smoke',)
 
 

@@ -8,6 +8,7 @@
             attention transfer from config.train.teacher_checkpoint when given
   pipeline  the paper's whole job after the teacher: search, then train the winner
             (a rerun reuses a finished search with the same settings)
+  eval      test metrics of the trained run --workdir names (bswap.evaluate)
 
 This is the only module that knows both the search and training; neither
 imports the other.
@@ -19,6 +20,7 @@ import os
 
 from absl import logging
 
+from bswap import evaluate
 from bswap import files
 from bswap.nets import genotype as genotype_lib
 from bswap.search import record as record_lib
@@ -106,6 +108,7 @@ STAGES = {
   TEACHER: train_teacher,
   STUDENT: train_student,
   'pipeline': run_pipeline,
+  'eval': evaluate.evaluate,
 }
 
 

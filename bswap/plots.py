@@ -107,3 +107,62 @@ def curves_figure(records) -> bytes:
     return _png(fig, dpi=100)
   finally:
     plt.close(fig)
+
+
+def _params_axis(ax):
+  ax.set_xscale('log')
+  ax.xaxis.set_major_formatter(
+    ticker.FuncFormatter(lambda x, _: f'{x / 1e6:.3g}M' if x >= 1e6 else f'{x / 1e3:.3g}K')
+  )
+  ax.xaxis.set_minor_formatter(ticker.NullFormatter())
+  ax.set_xlabel('parameters')
+
+
+def _runs(n: int) -> str:
+  return f'{n} run' if n == 1 else f'{n} runs'
+
+
+def figure3(rows, paper) -> bytes:
+  """PNG bytes: test error against parameters, one line per method (the paper's Figure 3).
+
+  `rows`: bswap.report.Row with an error (mean, std over seeds as error bars);
+  `paper`: dicts of bswap/paper.csv, drawn dashed with hollow markers in the
+  colour of the method of the same name.
+  """
+  methods = list(dict.fromkeys([r.method for r in rows] + [p['method'] for p in paper]))
+  colours = {m: plt.get_cmap('tab10')(i % 10) for i, m in enumerate(methods)}
+  datasets = sorted({r.dataset for r in rows} | {p['dataset'] for p in paper})
+  fig, ax = plt.subplots(figsize=(8, 5.2))
+  try:
+    for method in methods:
+      ours = sorted((r for r in rows if r.method == method), key=lambda r: r.params)
+      if ours:
+        ax.errorbar(
+          [r.params for r in ours],
+          [r.error for r in ours],
+          yerr=[r.std for r in ours],
+          fmt='o-',
+          capsize=3,
+          color=colours[method],
+          label=f'{method} ({_runs(sum(len(r.runs) for r in ours))})',
+        )
+      theirs = sorted((p for p in paper if p['method'] == method), key=lambda p: p['params'])
+      if theirs:
+        ax.plot(
+          [p['params'] for p in theirs],
+          [p['test_error'] for p in theirs],
+          'o--',
+          markerfacecolor='none',
+          color=colours[method],
+          alpha=0.8,
+          label=f'{method} (paper)',
+        )
+    _params_axis(ax)
+    ax.set_ylabel('test error (%)')
+    ax.set_title(f'Test error against parameters ({", ".join(datasets) or "no runs"})')
+    ax.grid(alpha=0.3, which='both')
+    if ax.lines or ax.containers:
+      ax.legend(fontsize=8, loc='best')
+    return _png(fig, dpi=110)
+  finally:
+    plt.close(fig)

@@ -49,8 +49,11 @@ class PoolStem(nn.Module):
   def __call__(self, x, train: bool):
     x = blocks.conv(self.features, self.kernel, stride=2, name='conv')(x)
     x = blocks.bn_relu(x, train, name='bn')
-    # Padded with -inf, as PyTorch's MaxPool2d pads.
-    return nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+    # Padded with -inf, as PyTorch's MaxPool2d pads; the padding apart from the pool
+    # (the same op) so that ONNX export (bswap/export.py), which replaces
+    # nn.max_pool with its own, sees only 'VALID' and keyword arguments.
+    x = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), constant_values=-jnp.inf)
+    return nn.max_pool(x, window_shape=(3, 3), strides=(2, 2), padding='VALID')
 
 
 class PreActHead(nn.Module):

@@ -126,7 +126,7 @@ def train_step(state: TrainState, batch, rng, teacher_variables=None, *, setup: 
 
 
 def eval_step(state: TrainState, batch, *, setup: Setup):
-  """Sums over the real (mask) examples of a test batch: loss, wrong, count."""
+  """Sums over the real (mask) examples of a test batch: loss, wrong (top-1 and top-5), count."""
   variables = {'params': _cast(state.params, setup.dtype), 'batch_stats': state.batch_stats}
   images = setup.eval_transform(batch['image']).astype(setup.dtype)
   logits, _ = setup.model.apply(variables, images, train=False)
@@ -135,9 +135,13 @@ def eval_step(state: TrainState, batch, *, setup: Setup):
   )
   mask = batch['mask']
   wrong = (jnp.argmax(logits, -1) != batch['label']) & mask
+  # Top-5: wrong when 5 or more classes score strictly higher than the label.
+  label_logit = jnp.take_along_axis(logits, batch['label'][:, None], axis=-1)
+  wrong5 = (jnp.sum(logits > label_logit, axis=-1) >= 5) & mask
   return {
     'loss': jnp.sum(jnp.where(mask, per_example, 0.0)),
     'wrong': jnp.sum(wrong),
+    'wrong5': jnp.sum(wrong5),
     'count': jnp.sum(mask),
   }
 
@@ -178,4 +182,9 @@ def eval_call(sums, state, inputs, *, setup: Setup):
 
 
 def zero_sums() -> dict:
-  return {'loss': jnp.float32(0), 'wrong': jnp.int32(0), 'count': jnp.int32(0)}
+  return {
+    'loss': jnp.float32(0),
+    'wrong': jnp.int32(0),
+    'wrong5': jnp.int32(0),
+    'count': jnp.int32(0),
+  }

@@ -1,7 +1,9 @@
 """Training and evaluation steps on one and four devices, the teacher frozen, mixed precision."""
 
+import dataclasses
 import functools
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -169,3 +171,30 @@ def test_knowledge_distillation_adds_the_teachers_soft_logits_in_inference_mode(
   )
   grad_teacher = jax.grad(lambda t: loss(state.params, t)[0])(teacher_variables)
   assert all(np.all(np.asarray(g) == 0) for g in jax.tree.leaves(grad_teacher))
+
+
+class _Logits(nn.Module):
+  """A 'network' whose logits are its input's pixels: eval_step on hand-made logits."""
+
+  @nn.compact
+  def __call__(self, x, train):
+    return x.reshape(x.shape[0], -1), {}
+
+
+def test_eval_step_counts_top_1_and_top_5_errors_of_the_real_examples():
+  labels = np.array([0, 0, 0, 0, 3], np.int32)
+  logits = np.zeros((5, 1, 1, 8), np.float32)
+  logits[0, ..., 0] = 1  # first: right
+  logits[1, ..., :5] = [0, 1, 2, 3, 4]  # label 0 below 4 classes: top-5 right, top-1 wrong
+  logits[2, ..., :6] = [0, 1, 2, 3, 4, 5]  # below 5 classes: both wrong
+  logits[3, ..., :7] = [0, 1, 2, 3, 4, 5, 6]  # both wrong, but padding (masked out)
+  logits[4, ..., 3] = 2  # right
+  setup = dataclasses.replace(
+    _setup(tiny_config(), parallel.make_mesh(jax.devices()[:1])),
+    model=_Logits(),
+    eval_transform=lambda x: x,
+  )
+  state = steps.TrainState(jnp.int32(0), {}, {}, None)
+  batch = {'image': logits, 'label': labels, 'mask': np.array([1, 1, 1, 0, 1], bool)}
+  sums = jax.device_get(steps.eval_step(state, batch, setup=setup))
+  assert (int(sums['wrong']), int(sums['wrong5']), int(sums['count'])) == (2, 1, 4)
