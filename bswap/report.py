@@ -142,7 +142,7 @@ def method_of(run_dir: str, geno, search: dict | None, config: dict) -> str:
 def read_run(run_dir: str, method: str | None = None) -> Run:
   """A run directory as a Run; `method` overrides the inferred one."""
   geno = genotype_lib.load(os.path.join(run_dir, loop.GENOTYPE))
-  evaluated, config, search = _json(os.path.join(run_dir, EVAL)), _config(run_dir), None
+  evaluated, config = _json(os.path.join(run_dir, EVAL)), _config(run_dir)
   search = _search(run_dir, geno)
   settings = (search or {}).get('settings', {})
   data = config.get('data') or settings.get('data') or {}
