@@ -57,6 +57,10 @@ def pytest_configure(config):
   config.addinivalue_line(
     'markers', "platform(name): needs JAX's default backend to be `name`; skipped elsewhere"
   )
+  config.addinivalue_line(
+    'markers',
+    'slow: takes more than a few seconds; the fast development run (-m "not slow") skips it',
+  )
 
 
 def pytest_unconfigure(config):
