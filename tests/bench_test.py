@@ -45,6 +45,7 @@ def _main(capsys, *argv):
   return code, out, err
 
 
+@pytest.mark.slow
 def test_a_tiny_benchmark_writes_the_documented_json(capsys, tmp_path):
   path = tmp_path / 'out' / 'bench.json'
   code, out, _ = _main(capsys, '--candidates', '2', *TINY, '--json', str(path))

@@ -21,6 +21,7 @@ def trained(tmp_path_factory):
   return workdir, summary
 
 
+@pytest.mark.slow
 def test_eval_reproduces_the_test_error_and_loss_training_logged(trained):
   workdir, summary = trained
   result = pipeline.run(_eval_config(), str(workdir))  # --config.stage=eval

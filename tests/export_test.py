@@ -24,6 +24,7 @@ def _logits(model, variables, images):
   return np.asarray(jax.jit(lambda x: model.apply(variables, x, train=False)[0])(images))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
   'genotype, image_size, classes', [(fake_runs.MIXED_WRN, 8, 10), (RESNET, 32, 12)]
 )

@@ -42,6 +42,7 @@ def searched(tmp_path_factory):
   return config, workdir, best
 
 
+@pytest.mark.slow
 def test_search_finds_a_resnet34_student_inside_the_budget(searched):
   config, workdir, best = searched
   record = json.loads((workdir / 'best_genotype.json').read_text())
@@ -68,6 +69,7 @@ def _write_teacher(config, run_dir):
   return variables
 
 
+@pytest.mark.slow
 def test_one_distilled_student_step_on_the_searched_genotype(searched, tmp_path):
   config, workdir, best = searched
   _write_teacher(config, tmp_path / 'teacher')

@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from bswap import main
 
 
@@ -22,6 +24,7 @@ def test_default_workdir_follows_the_config_name():
   )
 
 
+@pytest.mark.slow
 def test_smoke_search_runs_as_a_module(tmp_path):
   result = run_main(tmp_path, '--config.search.num_candidates=3')
   assert result.returncode == 0, result.stderr[-3000:]

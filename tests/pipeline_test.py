@@ -27,6 +27,7 @@ def test_a_missing_teacher_checkpoint_is_a_clear_error(tmp_path):
     pipeline.run(config, str(tmp_path))
 
 
+@pytest.mark.slow
 def test_the_teacher_stage_trains_in_workdir_teacher(tmp_path):
   config = tiny_config(epochs=1, max_steps=1)
   config.stage = 'teacher'
@@ -35,6 +36,7 @@ def test_the_teacher_stage_trains_in_workdir_teacher(tmp_path):
   assert genotype_lib.load(tmp_path / 'teacher' / 'genotype.json') == TINY
 
 
+@pytest.mark.slow
 def test_smoke_pipeline_runs_as_a_module(tmp_path):
   """The README's pipeline command on the smoke config: search, then train the winner."""
   result = subprocess.run(

@@ -134,6 +134,7 @@ def _config(**data):
   return config
 
 
+@pytest.mark.slow
 def test_the_data_interface_over_resident_splits(mesh):
   data = data_lib.open_data(_config())
   assert data.num_classes == 10 and data.max_steps_per_call is None

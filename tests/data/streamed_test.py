@@ -200,6 +200,7 @@ def _stream_config(tree, **train_overrides):
   return config
 
 
+@pytest.mark.slow
 def test_a_training_step_on_the_stream_then_a_resume_where_it_stopped(tree, tmp_path, monkeypatch):
   config = _stream_config(tree, epochs=1, max_steps=1)
   geno = genotype_lib.uniform('Conv', 10, 1)

@@ -36,6 +36,7 @@ def test_a_grouped_unit_is_a_grouped_3x3_bn_and_a_pointwise_conv():
   }
 
 
+@pytest.mark.slow
 def test_a_bottleneck_branch_reduces_convolves_in_groups_and_expands():
   t = menu.get('ConvB4')
   assert t.family == menu.BOTTLENECK
@@ -67,6 +68,7 @@ def test_every_menu_type_builds_the_branch_of_its_family():
   assert blocks.block_class(False) is blocks.PreActBlock
 
 
+@pytest.mark.slow
 def test_fast_convs_keep_the_parameter_tree_and_the_function():
   x = jax.random.normal(KEY, (2, 8, 8, 32))
   xla, fast = (blocks.PreActBlock('G8B2', 64, 2, conv_impl=impl) for impl in ('xla', 'fast'))
@@ -78,6 +80,7 @@ def test_fast_convs_keep_the_parameter_tree_and_the_function():
   np.testing.assert_allclose(probe_fast, probe_xla, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_a_pre_activation_shortcut_reads_the_pre_activated_input():
   # Fresh batch statistics (mean 0, variance 1; scale 1, bias 0): in inference
   # mode the first BN-ReLU is ReLU(x / sqrt(1 + eps)).
@@ -94,6 +97,7 @@ def test_a_pre_activation_shortcut_reads_the_pre_activated_input():
   np.testing.assert_allclose(out - probe, skip, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('cls', [blocks.PreActBlock, blocks.PostActBlock])
 def test_a_block_keeping_its_shape_has_no_shortcut_conv(cls):
   params = _params(cls('Conv', 32, 1), jnp.zeros((1, 4, 4, 32)))

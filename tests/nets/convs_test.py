@@ -9,6 +9,7 @@ from jax import lax
 from bswap.nets import convs
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
   'channels,groups,stride',
   [(16, 16, 1), (32, 32, 2), (16, 2, 1), (32, 8, 2), (32, 16, 1), (8, 4, 1), (16, 1, 2)],
@@ -31,6 +32,7 @@ def test_unknown_conv_impl_is_an_error():
     convs.conv2d(jnp.zeros((1, 4, 4, 2)), jnp.zeros((3, 3, 1, 2)), 1, 2, 'cudnn')
 
 
+@pytest.mark.slow
 def test_xla_conv_is_lax_conv_with_symmetric_padding():
   x = jax.random.normal(jax.random.PRNGKey(0), (1, 8, 8, 4))
   kernel = jax.random.normal(jax.random.PRNGKey(1), (3, 3, 2, 6))

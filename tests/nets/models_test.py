@@ -110,6 +110,7 @@ def test_stride_two_conv_pads_symmetrically_like_pytorch():
   assert y[0] == 0 and y[1] == 3
 
 
+@pytest.mark.slow
 def test_batch_norm_uses_pytorch_momentum_and_eps():
   model = models.WideResNet(**SMALL, genotype=('Conv', 'Conv', 'Conv'))
   variables = models.init_variables(model, 0, 0, image_size=8)
@@ -166,6 +167,7 @@ def test_probe_is_the_branch_output_before_the_identity_add():
   assert len(state['intermediates']) == 6  # one probe per block
 
 
+@pytest.mark.slow
 def test_perturbation_gradient_has_the_probe_shape():
   model = models.WideResNet(**SMALL, genotype=('G2B2', 'DConvG4', 'Conv'))
   variables = models.init_variables(model, 0, 0, image_size=8)
@@ -198,6 +200,7 @@ def test_bad_genotype_is_a_clear_error():
 # ---------------------------------------------------------------------------- ResNet-34
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('seed', [0, 1])
 def test_resnet34_forward_and_backward_at_64_px(seed):
   names = _random_names(np.random.default_rng(seed), 16)

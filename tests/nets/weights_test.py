@@ -26,6 +26,7 @@ def test_draws_do_not_depend_on_how_many_chunks_were_drawn():
   assert uniform.min() >= -1 and uniform.max() < 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('post_activation', [False, True])
 def test_every_leaf_follows_flax_initialisers_distribution(post_activation):
   """Ours and Flax's `module.init` draw other values from the same distributions.

@@ -55,6 +55,7 @@ def _reference(geno, index, x, y, skel=SKEL):
   return float(total), np.asarray(per_block, np.float64)
 
 
+@pytest.mark.slow
 def test_float64_scores_equal_the_reference_within_1e_9(pieces):
   with jax.enable_x64(True):
     x, y = _batch(jnp.float64)
@@ -66,6 +67,7 @@ def test_float64_scores_equal_the_reference_within_1e_9(pieces):
       np.testing.assert_allclose(total, ref_total, rtol=1e-9)
 
 
+@pytest.mark.slow
 def test_float32_scores_match_and_pick_the_same_candidate(pieces):
   x, y = _batch(jnp.float32)
   fast = engine.Engine(SKEL, pieces, 'fast')
@@ -80,6 +82,7 @@ def test_float32_scores_match_and_pick_the_same_candidate(pieces):
   assert np.argmax(totals) == np.argmax(ref_totals)
 
 
+@pytest.mark.slow
 def test_native_convs_match_the_reference_to_float32_rounding(pieces):
   # With conv_impl='xla' the block-by-block path runs the reference's ops, compiled
   # in separate pieces: XLA may fuse them differently, so not always bit for bit.
@@ -115,6 +118,7 @@ def test_compiles_do_not_grow_with_the_number_of_candidates(pieces):
   assert counter.compiles == 0 and pieces.builds == built
 
 
+@pytest.mark.slow
 def test_resnet34_scores_equal_the_reference_within_1e_9_in_float64(pieces):
   # Post-activation blocks: a ReLU sits between the probe and the block output,
   # so dL/dprobe comes from the pullback (block 0 included), not from dL/dy.

@@ -65,6 +65,7 @@ def _small_wrn(names=('G2B2', 'DConv', 'Conv')):
   return model, variables, x, y
 
 
+@pytest.mark.slow
 def test_gradients_have_the_probe_shape_not_a_batch_one_broadcast():
   model, variables, x, y = _small_wrn()
   probes, grads = probe_gradients(model, variables, x, y)
@@ -117,6 +118,7 @@ def test_probe_gradient_matches_finite_differences():
       np.testing.assert_allclose(grads[b][idx], numeric, rtol=0.05, atol=2e-5)
 
 
+@pytest.mark.slow
 def test_permuting_the_batch_changes_the_score_by_under_1e_5():
   model, variables, x, y = _small_wrn(('ConvB4', 'G8B2', 'DConvA4'))
   perm = np.array([2, 0, 3, 1])
@@ -127,6 +129,7 @@ def test_permuting_the_batch_changes_the_score_by_under_1e_5():
   assert total > 0 and np.isclose(total, per_block.sum(), rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_jitted_fisher_is_cached_per_architecture():
   model, variables, x, y = _small_wrn()
   fn = fisher.jitted_fisher(model)
@@ -135,6 +138,7 @@ def test_jitted_fisher_is_cached_per_architecture():
   np.testing.assert_allclose(fn(variables, x, y)[1], fisher_potential(model, variables, x, y)[1])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('batch', [2, 6])
 def test_score_depends_on_the_data(batch):
   model, variables, x, y = _small_wrn()

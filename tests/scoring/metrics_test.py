@@ -68,6 +68,7 @@ def test_an_unknown_conv_impl_names_the_search_flag(pieces):
     metrics.make_scorer(config, search.skeleton(config), pieces)
 
 
+@pytest.mark.slow
 def test_fast_and_reference_scorers_agree_within_1e_9_in_float64(pieces):
   config = _config()
   skel = search.skeleton(config)

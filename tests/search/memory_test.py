@@ -52,6 +52,7 @@ def _kept_mib(mode: str) -> int:
   return int(result.stdout)
 
 
+@pytest.mark.slow
 def test_low_memory_returns_large_buffers_freed_between_live_small_ones():
   assert _kept_mib('low') < 100
 

@@ -23,6 +23,7 @@ def smoke_run(tmp_path_factory):
   return config, workdir, best
 
 
+@pytest.mark.slow
 def test_writes_every_output(smoke_run):
   _, workdir, _ = smoke_run
   for name in OUTPUTS:
@@ -60,6 +61,7 @@ def test_best_is_inside_the_budget_and_ranked_first(smoke_run):
   assert best.genotype == geno
 
 
+@pytest.mark.slow
 def test_same_seed_gives_identical_files(smoke_run, tmp_path):
   config, workdir, _ = smoke_run
   search.run_search(config, str(tmp_path))
@@ -67,6 +69,7 @@ def test_same_seed_gives_identical_files(smoke_run, tmp_path):
     assert (tmp_path / name).read_bytes() == (workdir / name).read_bytes(), name
 
 
+@pytest.mark.slow
 def test_fresh_batch_per_candidate_changes_scores_not_samples(smoke_run, tmp_path):
   config, workdir, _ = smoke_run
   config = config.copy_and_resolve_references()

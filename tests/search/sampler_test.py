@@ -53,6 +53,7 @@ def test_reported_acceptance_matches_the_observed_rate():
   assert s.draws - sampler.CHUNK < 2000 / (s.acceptance * 0.93)
 
 
+@pytest.mark.slow
 def test_a_150k_budget_accepts_1e_5_to_1e_3_of_draws_and_samples_1000_inside_it():
   s = sampler.sample(WRN40, 150_000, 1000, seed=0)
   assert 1e-5 < s.acceptance < 1e-3

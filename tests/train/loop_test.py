@@ -59,6 +59,7 @@ def uninterrupted(tmp_path_factory):
   return summary, saved_variables(workdir / 'run'), workdir / 'run'
 
 
+@pytest.mark.slow
 def test_a_run_writes_metrics_curves_and_checkpoints(uninterrupted):
   summary, _, run_dir = uninterrupted
   assert summary.step == 12 and summary.epoch == 3
@@ -74,6 +75,7 @@ def test_a_run_writes_metrics_curves_and_checkpoints(uninterrupted):
   assert genotype_lib.load(run_dir / 'genotype.json') == TINY
 
 
+@pytest.mark.slow
 def test_runs_stopped_mid_epoch_or_killed_resume_to_the_uninterrupted_parameters_within_1e_6(
   uninterrupted, tmp_path, monkeypatch
 ):
@@ -107,6 +109,7 @@ def test_runs_stopped_mid_epoch_or_killed_resume_to_the_uninterrupted_parameters
   assert [json.loads(r)['epoch'] for r in records] == [1, 1.5, 2, 3]  # epoch 3 once
 
 
+@pytest.mark.slow
 def test_a_non_finite_loss_stops_and_keeps_the_last_checkpoint(uninterrupted, tmp_path):
   _, good, finished = uninterrupted
   run_dir = str(tmp_path / 'run')
@@ -118,6 +121,7 @@ def test_a_non_finite_loss_stops_and_keeps_the_last_checkpoint(uninterrupted, tm
   assert_trees_close(saved_variables(run_dir), good, rtol=0, atol=0)
 
 
+@pytest.mark.slow
 def test_a_student_learns_from_the_teacher_checkpoint(uninterrupted, tmp_path):
   # The uninterrupted run trained WRN-10-1, the teacher tiny_config describes.
   _, teacher_variables, teacher_run = uninterrupted

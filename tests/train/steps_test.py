@@ -54,6 +54,7 @@ def _batch(seed=0, n=8):
   return {'image': ds.images, 'label': ds.labels}
 
 
+@pytest.mark.slow
 def test_train_step_lowers_the_loss_on_a_fixed_batch():
   config = tiny_config()
   mesh = parallel.make_mesh(jax.devices()[:1])
@@ -72,6 +73,7 @@ def test_train_step_lowers_the_loss_on_a_fixed_batch():
   assert all(np.isfinite(losses))
 
 
+@pytest.mark.slow
 def test_bfloat16_compute_keeps_float32_parameters_and_statistics():
   config = tiny_config()
   mesh = parallel.make_mesh(jax.devices()[:1])
@@ -90,6 +92,7 @@ def test_bfloat16_compute_keeps_float32_parameters_and_statistics():
   np.testing.assert_allclose(losses['bfloat16'], losses['float32'], rtol=0.05)
 
 
+@pytest.mark.slow
 @pytest.mark.devices(4)
 def test_four_devices_match_one_in_loss_gradients_bn_statistics_and_logits():
   config = tiny_config()
@@ -111,6 +114,7 @@ def test_four_devices_match_one_in_loss_gradients_bn_statistics_and_logits():
   assert_trees_close(one[3], four[3], rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_the_teacher_gets_no_gradient_and_runs_in_inference_mode():
   config = tiny_config()
   mesh = parallel.make_mesh(jax.devices()[:1])
@@ -149,6 +153,7 @@ def test_the_teacher_gets_no_gradient_and_runs_in_inference_mode():
   assert not np.isclose(float(parts['at']), float(training))
 
 
+@pytest.mark.slow
 def test_knowledge_distillation_adds_the_teachers_soft_logits_in_inference_mode():
   config = tiny_config(kd_alpha=0.7, kd_temperature=3.0)
   mesh = parallel.make_mesh(jax.devices()[:1])
@@ -181,6 +186,7 @@ class _Logits(nn.Module):
     return x.reshape(x.shape[0], -1), {}
 
 
+@pytest.mark.slow
 def test_eval_step_counts_top_1_and_top_5_errors_of_the_real_examples():
   labels = np.array([0, 0, 0, 0, 3], np.int32)
   logits = np.zeros((5, 1, 1, 8), np.float32)
