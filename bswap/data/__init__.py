@@ -61,6 +61,7 @@ class EvalFeed(Protocol):
   """Every test example once per evaluation, padded rows masked out."""
 
   batches_per_call: int
+  num_calls: int  # calls of one evaluation
 
   def inputs_spec(self) -> Any: ...
 

@@ -349,6 +349,10 @@ class EvalFeed:
   batches_per_call = 1
   take = staticmethod(_the_batch)
 
+  @property
+  def num_calls(self) -> int:
+    return eval_steps(self.split, self.batch_size)
+
   def calls(self):
     batches = eval_batches(self.split, self.options, self.batch_size)
     return (put_batch(b, self.mesh) for b in batches)

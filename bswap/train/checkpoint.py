@@ -9,7 +9,6 @@ Saves are asynchronous: `close()` waits for the last one.
 
 from __future__ import annotations
 
-import logging as pylogging
 import os
 
 import jax
@@ -17,22 +16,15 @@ import orbax.checkpoint as ocp
 from absl import logging
 from etils import epath
 
+from bswap import logs
 from bswap import parallel
 
 SUBDIR = 'checkpoints'
 
 
-class _QuietOrbax(pylogging.Filter):
-  """Drops orbax's INFO lines (dozens per save) from the log; its warnings stay."""
-
-  def filter(self, record: pylogging.LogRecord) -> bool:
-    return record.levelno >= pylogging.WARNING or f'{os.sep}orbax{os.sep}' not in record.pathname
-
-
 def quiet_orbax() -> None:
-  logger = logging.get_absl_logger()
-  if not any(isinstance(f, _QuietOrbax) for f in logger.filters):
-    logger.addFilter(_QuietOrbax())
+  """Drops orbax's INFO lines (dozens per save) from the log; its warnings stay (bswap.logs)."""
+  logs.quiet_noise()
 
 
 def _absolute(path: str) -> str:
