@@ -215,7 +215,8 @@ class TrainFeed:
     fn = lambda split, key, epoch: epoch_order(self.mesh, jax.random.fold_in(key, epoch), split)
     return jax.jit(fn, out_shardings=parallel.data_sharded(self.mesh))
 
-  def epoch(self, order_key, epoch: int, start: int, stop: int, steps_per_call: int):
+  def epoch(self, order_key, epoch: int, start: int, stop: int, steps_per_call: int, resume=None):
+    del resume  # the order is a function of the key and the epoch: nothing to restore
     order = self._order(self.split, order_key, np.int32(epoch))  # every process passes the same
     inputs = (self.split, order)
     return [(min(steps_per_call, stop - s), inputs) for s in range(start, stop, steps_per_call)]

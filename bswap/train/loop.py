@@ -62,6 +62,9 @@ class Run:
   ckpts: checkpoint.Checkpoints
   schedule: optim.Schedule
   compiled: dict = dataclasses.field(default_factory=dict)
+  # The input stream's state saved with the restored checkpoint (streamed data), handed
+  # to the first epoch after the restore.
+  resume_data: dict | None = None
 
   def _compiled(self, key, fn, args, what: str, donate: bool = False):
     """`fn` compiled once for `args`; fixed output shardings keep the state replicated."""
@@ -216,6 +219,8 @@ def prepare(config, run_dir: str, genotype, teacher_checkpoint: str | None) -> t
   state = state if restored is None else restored
   rng = parallel.put_replicated(jax.random.PRNGKey(config.seed), mesh)
   run = Run(config, run_dir, setup, train_feed, eval_feed, rng, teacher_variables, ckpts, schedule)
+  if restored is not None:
+    run.resume_data = ckpts.data_state(ckpts.latest_step())
   return run, state
 
 
@@ -293,13 +298,20 @@ def _progress(run: Run, epoch: int, done: int, total: int, after: int) -> progre
 
 
 def train_epoch(run: Run, state, step: int, stop: int):
-  """Steps from `step` to the end of its epoch (or `stop`); returns state, means, images/s."""
+  """Steps from `step` to the end of its epoch (or `stop`).
+
+  Returns the state, the metrics' means, images/s, and the data stream's state
+  (JSON for the checkpoint, or None where the data has none).
+  """
   spe = run.setup.steps_per_epoch
   epoch = step // spe
   end = min((epoch + 1) * spe, stop)
   order_key = steps.streams(run.rng)[1]
   per_call = run.config.train.steps_per_call
-  calls = run.train_feed.epoch(order_key, epoch, step - epoch * spe, end - epoch * spe, per_call)
+  resume, run.resume_data = run.resume_data, None
+  calls = run.train_feed.epoch(
+    order_key, epoch, step - epoch * spe, end - epoch * spe, per_call, resume=resume
+  )
   for length in {min(per_call, end - s) for s in range(step, end, per_call)}:
     run.train_call(state, length)  # compile before the clock starts
   shown = _progress(run, epoch, step - epoch * spe, end - epoch * spe, stop - end)
@@ -316,7 +328,8 @@ def train_epoch(run: Run, state, step: int, stop: int):
     tally.add(*pending.popleft())
   elapsed = time.perf_counter() - start
   shown.close()
-  return state, tally.means(), tally.steps * run.setup.batch_size / elapsed
+  data = calls.state() if hasattr(calls, 'state') else None
+  return state, tally.means(), tally.steps * run.setup.batch_size / elapsed, data
 
 
 def test_metrics(run: Run, state) -> dict[str, float]:
@@ -373,7 +386,7 @@ def loop(run: Run, state, writer: metric_writers.MetricWriter) -> Summary:
     logging.info('Step %d: the run is complete already', step)
   while step < stop:
     epoch = step // spe
-    state, train, images_per_sec = train_epoch(run, state, step, stop)
+    state, train, images_per_sec, data = train_epoch(run, state, step, stop)
     step = min((epoch + 1) * spe, stop)
     done = (epoch + 1) % tc.eval_every_epochs == 0 or step == stop
     record = {
@@ -387,10 +400,10 @@ def loop(run: Run, state, writer: metric_writers.MetricWriter) -> Summary:
     writer.write(record)
     _log(record, tc.epochs)
     if (epoch + 1) % tc.checkpoint_every_epochs == 0 or step == stop:
-      run.ckpts.save(step, state)
+      run.ckpts.save(step, state, data)
       writer.draw()
     elif run.ckpts.reached_preemption(step):
-      run.ckpts.save(step, state)
+      run.ckpts.save(step, state, data)
       writer.draw()
       logging.warning('Preempted: saved step %d; rerun the same command to resume', step)
       break
