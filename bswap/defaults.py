@@ -131,6 +131,9 @@ def _base(stage: str, model, pipeline: str) -> ml_collections.ConfigDict:
   # Multi-host (TPU pod, multi-node GPU): run the same command on every host
   # with --config.distributed=true; each host then loads only its share of the data.
   config.distributed = False
+  # Off a terminal (a log file, nohup), long loops log a progress line (step,
+  # images/s, ETA) this often; on a terminal they draw a bar (bswap/progress.py).
+  config.log_every_seconds = 60.0
   return config
 
 

@@ -112,9 +112,7 @@ def _test_sums(config, data, mesh, model, variables):
   )
   call = call.lower(sums, state, feed.inputs_spec()).compile()
   start = time.perf_counter()
-  for inputs in feed.calls():
-    sums = call(sums, state, inputs)
-  sums = jax.device_get(sums)
+  sums = loop.evaluation_sums(call, sums, state, feed, config.train.eval_batch_size, config)
   return sums, time.perf_counter() - start
 
 

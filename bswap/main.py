@@ -1,7 +1,8 @@
 """Entry point: `python -m bswap.main --config=configs/cifar_400k.py [--workdir=DIR]`.
 
 Parses flags, logs the devices, and hands (config, workdir) to the stage the
-config names. No logic of its own.
+config names. No logic of its own. Libraries' chatter is hidden (bswap.logs)
+and the resolved config is logged only at debug verbosity (`-v=1`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from bswap import logs
 from bswap import parallel
 from bswap import pipeline
 
@@ -34,6 +36,7 @@ def default_workdir(config_arg: str) -> str:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+  logs.quiet_noise()  # before JAX looks for its backends
   config = FLAGS.config
   workdir = FLAGS.workdir or default_workdir(flags.FLAGS['config'].config_filename)
   parallel.initialize(config.get('distributed', False))  # before any other JAX call
@@ -44,7 +47,8 @@ def main(argv):
     jax.local_device_count(),
     jax.local_devices()[0].device_kind,
   )
-  logging.info('Stage %r, workdir %s, config:\n%s', config.stage, workdir, config)
+  logging.info('Stage %r, workdir %s', config.stage, workdir)
+  logging.debug('Config:\n%s', config)
   try:
     pipeline.run(config, workdir)
   except ValueError as e:

@@ -15,7 +15,7 @@ from bswap.search import run as search
 from bswap.search import sampler
 from bswap.search import strategies
 
-COMMON = {'stage', 'seed', 'model', 'data', 'distributed', 'train'}
+COMMON = {'stage', 'seed', 'model', 'data', 'distributed', 'train', 'log_every_seconds'}
 
 
 def test_the_stages_are_the_pipelines():

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -26,11 +27,22 @@ def test_default_workdir_follows_the_config_name():
 
 @pytest.mark.slow
 def test_smoke_search_runs_as_a_module(tmp_path):
-  result = run_main(tmp_path, '--config.search.num_candidates=3')
+  result = run_main(tmp_path, '--config.search.num_candidates=3', '--config.log_every_seconds=0')
   assert result.returncode == 0, result.stderr[-3000:]
   record = json.loads((tmp_path / 'best_genotype.json').read_text())
   assert record['settings']['num_candidates'] == 3
   assert 'Best of 3' in result.stderr
+  # Off a terminal: plain progress lines, no bar, no library noise, no config dump.
+  assert '\r' not in result.stderr
+  assert re.search(r'scoring: candidate 3/3 \| [\d.]+ candidates/s \| ETA', result.stderr)
+  assert "Unable to initialize backend 'tpu'" not in result.stderr
+  assert 'num_candidates: 3' not in result.stderr
+
+
+def test_the_config_is_logged_at_debug_verbosity(tmp_path):
+  # An unknown stage fails right after the config is logged: no search needed.
+  result = run_main(tmp_path, '--config.search.num_candidates=3', '--config.stage=x', '-v=1')
+  assert 'num_candidates: 3' in result.stderr
 
 
 def test_unknown_stage_is_a_clear_error(tmp_path):

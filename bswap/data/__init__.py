@@ -49,8 +49,14 @@ class TrainFeed(Protocol):
   def inputs_spec(self) -> Any:
     """Shapes and shardings of one call's inputs, to compile for ahead of time."""
 
-  def epoch(self, order_key, epoch: int, start: int, stop: int, steps_per_call: int) -> Iterable:
-    """(steps, inputs) of each call for steps [start, stop) of `epoch`."""
+  def epoch(
+    self, order_key, epoch: int, start: int, stop: int, steps_per_call: int, resume=None
+  ) -> Iterable:
+    """(steps, inputs) of each call for steps [start, stop) of `epoch`.
+
+    The result may have a `state()`: JSON that training stores in the
+    checkpoint and passes back as `resume` when it restarts at that step.
+    """
 
   # (inputs, step within the epoch) -> Batch, traced inside the jitted step;
   # closes over static values only.
@@ -61,6 +67,7 @@ class EvalFeed(Protocol):
   """Every test example once per evaluation, padded rows masked out."""
 
   batches_per_call: int
+  num_calls: int  # calls of one evaluation
 
   def inputs_spec(self) -> Any: ...
 

@@ -215,7 +215,8 @@ class TrainFeed:
     fn = lambda split, key, epoch: epoch_order(self.mesh, jax.random.fold_in(key, epoch), split)
     return jax.jit(fn, out_shardings=parallel.data_sharded(self.mesh))
 
-  def epoch(self, order_key, epoch: int, start: int, stop: int, steps_per_call: int):
+  def epoch(self, order_key, epoch: int, start: int, stop: int, steps_per_call: int, resume=None):
+    del resume  # the order is a function of the key and the epoch: nothing to restore
     order = self._order(self.split, order_key, np.int32(epoch))  # every process passes the same
     inputs = (self.split, order)
     return [(min(steps_per_call, stop - s), inputs) for s in range(start, stop, steps_per_call)]
@@ -237,29 +238,37 @@ def _take_train(mesh, batch_size: int, inputs, index):
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class EvalFeed:
-  """The test split on the devices, scored in one call of `batches_per_call` batches."""
+  """The test split on the devices; call j's inputs are (split, j), one test batch each.
+
+  One batch per call (rather than the whole split in one call) lets the host
+  log an evaluation's progress; the dispatches cost little next to a batch.
+  """
 
   mesh: jax.sharding.Mesh
   split: DeviceSplit
   batch_size: int
+  batches_per_call = 1
 
   @property
-  def batches_per_call(self) -> int:
+  def num_calls(self) -> int:
     return self.split.rows // (self.batch_size // self.mesh.devices.size)
 
   def calls(self):
-    return [self.split]
+    put = lambda j: parallel.put_replicated(np.int32(j), self.mesh)
+    return ((self.split, put(j)) for j in range(self.num_calls))
 
   def inputs_spec(self):
-    return _spec(self.split)
+    index = jax.ShapeDtypeStruct((), jnp.int32, sharding=parallel.replicated(self.mesh))
+    return _spec(self.split), index
 
   @property
   def take(self):
     return functools.partial(_take_eval, self.mesh, self.batch_size)
 
 
-def _take_eval(mesh, batch_size: int, split, index):
-  return eval_batch(mesh, split, index, batch_size)
+def _take_eval(mesh, batch_size: int, inputs, index):
+  split, first = inputs
+  return eval_batch(mesh, split, first + index, batch_size)
 
 
 # ----------------------------------------------------------------------------

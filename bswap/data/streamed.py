@@ -16,24 +16,27 @@ example i's crop and flip come from a generator seeded by (seed, e, i), so a
 batch is a function of (seed, epoch, step) alone, whatever the number of
 threads or their scheduling: a resumed run sees the batches it would have.
 
-Speed: examples are decoded and cropped on `workers` threads (PIL releases the
-GIL while it decodes and resizes), `prefetch` batches ahead of the consumer.
-With several processes (multi-host), each decodes only its rows of every
-global batch (`parallel.local_rows`).
+Loading: grain (the JAX ecosystem's input library) runs it. The examples a
+process decodes, in order, are a grain MapDataset (random access: a resumed
+epoch starts at any step without touching the steps before it); grain decodes
+and crops them on `workers` threads (PIL releases the GIL while it decodes and
+resizes), up to `prefetch` batches ahead of the consumer, and batches them.
+Its iterator's state (`Stream.get_state`) is how far the stream has been
+consumed; training stores it in the orbax checkpoint (bswap/train/checkpoint.py)
+and checks it on resume. With several processes (multi-host), each decodes
+only its rows of every global batch (`parallel.local_rows`).
 """
 
 from __future__ import annotations
 
-import collections
-import concurrent.futures
 import contextlib
 import dataclasses
 import functools
 import os
 from collections.abc import Callable
-from collections.abc import Iterable
 from collections.abc import Iterator
 
+import grain
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -177,9 +180,9 @@ def train_batches(
     raise ValueError(f'steps [{start}, {stop}) are outside the epoch of {steps} steps')
   order = epoch_order(len(split), seed, epoch)
   rows = parallel.local_rows(batch_size, process_index, process_count)
-  batches = (order[s * batch_size : (s + 1) * batch_size][rows] for s in range(start, stop))
+  batches = order[: steps * batch_size].reshape(steps, batch_size)[start:stop, rows]
   example = functools.partial(_train_example, split, options, (_CROP_STREAM, seed, epoch))
-  return _stream(example, batches, options, mask=False)
+  return Stream(example, batches, options, mask=False)
 
 
 def eval_batches(
@@ -197,10 +200,10 @@ def eval_batches(
   """
   size, steps = len(split), eval_steps(split, batch_size)
   rows = parallel.local_rows(batch_size, process_index, process_count)
-  indices = (np.arange(j * batch_size, (j + 1) * batch_size)[rows] for j in range(steps))
-  batches = (np.where(i < size, i, -1) for i in indices)
+  indices = np.arange(steps * batch_size).reshape(steps, batch_size)[:, rows]
+  batches = np.where(indices < size, indices, -1)
   example = functools.partial(_eval_example, split, options)
-  return _stream(example, batches, options, mask=True)
+  return Stream(example, batches, options, mask=True)
 
 
 def fisher_batch(
@@ -227,7 +230,7 @@ def fisher_batch(
   entropy = (_FISHER_STREAM, seed, 0, 0) if index is None else (_FISHER_STREAM, seed, 1, index)
   chosen = np.random.default_rng(entropy).choice(len(split), batch_size, replace=False)
   example = functools.partial(_train_example, split, options, entropy)
-  with contextlib.closing(_stream(example, [chosen], options, mask=False)) as stream:
+  with contextlib.closing(Stream(example, chosen[None], options, mask=False)) as stream:
     batch = next(stream)
   return augment.normalize(batch['image'], stats), jnp.asarray(batch['label'])
 
@@ -244,44 +247,56 @@ def _eval_example(split: Split, options: Options, index: int):
   return preprocess.eval_image(image, options.image_size, options.resize_ratio), label
 
 
-def _stream(
-  example: Callable, batches: Iterable[np.ndarray], options: Options, mask: bool
-) -> Iterator[dict[str, np.ndarray]]:
-  """`example(i)` for every index i (-1: padding) of every batch, on threads, in order.
+class Stream:
+  """Batches of `example(i)` for each row of `batches` (-1: padding), in order, by grain.
 
-  Up to `options.prefetch` batches are submitted ahead of the one yielded;
-  closing the iterator cancels the work not yet started.
+  An iterator of {'image', 'label'[, 'mask']}; `get_state()` / `set_state()`
+  are grain's iterator state (how many examples have been consumed), and
+  `close()` stops the decoding threads.
   """
-  pool = concurrent.futures.ThreadPoolExecutor(options.threads, thread_name_prefix='host_data')
-  pending = collections.deque()
-  try:
-    for indices in batches:
-      pending.append(_submit(pool, example, indices, options.image_size))
-      if len(pending) > options.prefetch:
-        yield _collect(*pending.popleft(), mask)
-    while pending:
-      yield _collect(*pending.popleft(), mask)
-  finally:
-    pool.shutdown(wait=True, cancel_futures=True)
+
+  def __init__(self, example: Callable, batches: np.ndarray, options: Options, mask: bool):
+    self.rows = batches.shape[1]
+    fill = functools.partial(_fill, example, options.image_size)
+    examples = grain.MapDataset.source(batches.reshape(-1)).map(fill)
+    # prefetch batches ahead of the one consumed: (prefetch + 1) batches in flight.
+    read = grain.ReadOptions(
+      num_threads=options.threads, prefetch_buffer_size=(options.prefetch + 1) * self.rows
+    )
+    collate = functools.partial(_collate, mask=mask)
+    dataset = examples.to_iter_dataset(read).batch(self.rows, batch_fn=collate)
+    self._iterator = iter(dataset)
+
+  def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
+    return self
+
+  def __next__(self) -> dict[str, np.ndarray]:
+    return next(self._iterator)
+
+  def get_state(self) -> dict:
+    return self._iterator.get_state()
+
+  def set_state(self, state: dict) -> None:
+    self._iterator.set_state(state)
+
+  def close(self) -> None:
+    close = getattr(self._iterator, 'close', None)
+    if close is not None:
+      close()
 
 
-def _submit(pool, example: Callable, indices: np.ndarray, size: int):
-  """Starts filling one batch's arrays, one task per example; returns them and the tasks."""
-  images = np.zeros((len(indices), size, size, 3), np.uint8)
-  labels = np.zeros(len(indices), np.int32)
-
-  def fill(row: int, index: int):
-    images[row], labels[row] = example(index)
-
-  tasks = [pool.submit(fill, row, int(i)) for row, i in enumerate(indices) if i >= 0]
-  return images, labels, np.asarray(indices) >= 0, tasks
+def _fill(example: Callable, size: int, index) -> tuple[np.ndarray, int, bool]:
+  """(image, label, real) of example `index`; zeros for padding (-1)."""
+  if index < 0:
+    return np.zeros((size, size, 3), np.uint8), 0, False
+  image, label = example(int(index))
+  return image, label, True
 
 
-def _collect(images, labels, real, tasks, mask: bool) -> dict[str, np.ndarray]:
-  for task in tasks:
-    task.result()  # raises what the example raised
-  batch = {'image': images, 'label': labels}
-  return {**batch, 'mask': real} if mask else batch
+def _collate(examples, mask: bool) -> dict[str, np.ndarray]:
+  images, labels, real = zip(*examples, strict=True)
+  batch = {'image': np.stack(images), 'label': np.asarray(labels, np.int32)}
+  return {**batch, 'mask': np.asarray(real)} if mask else batch
 
 
 # ----------------------------------------------------------------------------
@@ -310,6 +325,40 @@ def _the_batch(inputs, index):
   return inputs
 
 
+class Calls:
+  """The calls of one epoch: (1, batch on the mesh) per step; `state()` is where the stream is."""
+
+  def __init__(self, stream: Stream, mesh, epoch: int, step: int, stream_start: int):
+    self.stream, self.mesh, self.epoch = stream, mesh, epoch
+    self.step = step  # the next step of the epoch the stream yields
+    self.stream_start = stream_start  # the step the stream (and its iterator state) began at
+
+  def __iter__(self):
+    for batch in self.stream:
+      self.step += 1
+      yield 1, put_batch(batch, self.mesh)
+
+  def state(self) -> dict:
+    """JSON for the checkpoint: the epoch, its next step, and the grain iterator's state."""
+    return {
+      'epoch': self.epoch,
+      'step': self.step,
+      'stream_start': self.stream_start,
+      'iterator': self.stream.get_state(),
+    }
+
+
+def check_resume(saved: dict, epoch: int, step: int) -> None:
+  """A ValueError unless `saved` (a Calls.state()) is the stream at `step` of `epoch`."""
+  if (saved.get('epoch'), saved.get('step')) != (epoch, step):
+    raise ValueError(
+      f"the checkpoint's data stream is at epoch {saved.get('epoch')} step {saved.get('step')}, "
+      f'but its training step means epoch {epoch} step {step}: the batch size, the number of '
+      'processes or the data changed since it was saved; resume with the same settings, or '
+      'start a new --workdir'
+    )
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class TrainFeed:
   """Step s of epoch e is batch s of train_batches(seed, e): a resumed run continues the stream."""
@@ -327,12 +376,26 @@ class TrainFeed:
     devices = self.mesh.devices.size
     return (len(self.split) // devices) // (self.batch_size // devices)
 
-  def epoch(self, order_key, epoch: int, start: int, stop: int, steps_per_call: int):
+  def epoch(
+    self, order_key, epoch: int, start: int, stop: int, steps_per_call: int, resume=None
+  ) -> Calls:
+    """Steps [start, stop) of `epoch`; `resume`, a `Calls.state()` saved at step `start`
+    of this epoch, restores its grain iterator instead (the checkpointed stream continued)."""
     del order_key, steps_per_call  # the order is the host's, from the seed; one step per call
+    first = start
+    if resume is not None and resume.get('step') == self.steps_per_epoch:
+      # Saved at the end of its epoch: this epoch's stream starts afresh.
+      check_resume({'epoch': resume.get('epoch', -2) + 1, 'step': 0}, epoch, start)
+      resume = None
+    if resume is not None:
+      check_resume(resume, epoch, start)
+      first = resume['stream_start']
     batches = train_batches(
-      self.split, self.options, self.batch_size, self.seed, epoch, start=start, stop=stop
+      self.split, self.options, self.batch_size, self.seed, epoch, start=first, stop=stop
     )
-    return ((1, put_batch(b, self.mesh)) for b in batches)
+    if resume is not None:
+      batches.set_state(resume['iterator'])
+    return Calls(batches, self.mesh, epoch, start, first)
 
   def inputs_spec(self):
     return batch_spec(self.mesh, self.batch_size, self.options.image_size)
@@ -348,6 +411,10 @@ class EvalFeed:
   batch_size: int
   batches_per_call = 1
   take = staticmethod(_the_batch)
+
+  @property
+  def num_calls(self) -> int:
+    return eval_steps(self.split, self.batch_size)
 
   def calls(self):
     batches = eval_batches(self.split, self.options, self.batch_size)

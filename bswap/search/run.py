@@ -28,10 +28,10 @@ import time
 import jax
 import numpy as np
 from absl import logging
-from tqdm import tqdm
 
 from bswap import data as data_lib
 from bswap import files
+from bswap import progress
 from bswap.nets import accounting
 from bswap.nets import arch as arch_lib
 from bswap.nets import genotype as genotype_lib
@@ -75,8 +75,13 @@ def fisher_batches(config, data: data_lib.Data):
   return lambda index: shared
 
 
-def score_candidates(skel, batch_of, score, threads: int, items) -> list[Scored]:
-  """Scores of `items`, (candidate index, genotype) pairs, in their order."""
+def score_candidates(
+  skel, batch_of, score, threads: int, items, log_every: float = progress.DEFAULT_EVERY_SECONDS
+) -> list[Scored]:
+  """Scores of `items`, (candidate index, genotype) pairs, in their order.
+
+  Progress: a bar on a terminal, else a line every `log_every` seconds.
+  """
 
   def one(item):
     i, geno = item
@@ -89,7 +94,13 @@ def score_candidates(skel, batch_of, score, threads: int, items) -> list[Scored]
   # map() keeps the order, and each score is independent of scheduling.
   with concurrent.futures.ThreadPoolExecutor(max(1, threads)) as pool:
     results = pool.map(one, items)
-    return list(tqdm(results, total=len(items), desc='scoring', unit='cand'))
+    shown = progress.Progress(len(items), desc='scoring', unit='candidate', every_seconds=log_every)
+    with shown:
+      scored = []
+      for result in results:
+        scored.append(result)
+        shown.update(1)
+      return scored
 
 
 def rank(scored: list[Scored], metric: metrics.Metric) -> list[Scored]:
@@ -118,7 +129,8 @@ def search(config, pieces: engine_lib.Pieces | None = None) -> Result:
     score = metrics.make_scorer(config, skel, pieces)
     batch_of = fisher_batches(config, data)
     threads = config.search.threads
-    score_all = lambda items: score_candidates(skel, batch_of, score, threads, items)
+    every = progress.every_seconds(config)
+    score_all = lambda items: score_candidates(skel, batch_of, score, threads, items, every)
     # Propose: genotypes inside the constraints (fails at once on an unreachable budget).
     outcome = strategies.get(config.search.strategy)(config, skel, score_all)
   ranked = rank(outcome.scored, metric)

@@ -9,7 +9,6 @@ Saves are asynchronous: `close()` waits for the last one.
 
 from __future__ import annotations
 
-import logging as pylogging
 import os
 
 import jax
@@ -17,22 +16,16 @@ import orbax.checkpoint as ocp
 from absl import logging
 from etils import epath
 
+from bswap import logs
 from bswap import parallel
 
 SUBDIR = 'checkpoints'
-
-
-class _QuietOrbax(pylogging.Filter):
-  """Drops orbax's INFO lines (dozens per save) from the log; its warnings stay."""
-
-  def filter(self, record: pylogging.LogRecord) -> bool:
-    return record.levelno >= pylogging.WARNING or f'{os.sep}orbax{os.sep}' not in record.pathname
+DATA_KEY = 'data_iterator'  # a step's custom metadata: the input stream's state
 
 
 def quiet_orbax() -> None:
-  logger = logging.get_absl_logger()
-  if not any(isinstance(f, _QuietOrbax) for f in logger.filters):
-    logger.addFilter(_QuietOrbax())
+  """Drops orbax's INFO lines (dozens per save) from the log; its warnings stay (bswap.logs)."""
+  logs.quiet_noise()
 
 
 def _absolute(path: str) -> str:
@@ -65,11 +58,23 @@ class Checkpoints:
     logging.info('Restoring step %d from %s', step, self.directory)
     return self.manager.restore(step, args=ocp.args.StandardRestore(abstract))
 
-  def save(self, step: int, state) -> None:
-    """Starts saving `state` as `step` (asynchronous); a step saved already is skipped."""
+  def save(self, step: int, state, data: dict | None = None) -> None:
+    """Starts saving `state` as `step` (asynchronous); a step saved already is skipped.
+
+    `data`, JSON (the input stream's iterator state), goes in the step's
+    metadata, beside the state rather than in it: the state item stays what
+    evaluation, export and teachers read.
+    """
     if step in self.manager.all_steps():
       return
-    self.manager.save(step, args=ocp.args.StandardSave(state))
+    custom = {DATA_KEY: data} if data is not None else None
+    self.manager.save(step, args=ocp.args.StandardSave(state), custom_metadata=custom)
+
+  def data_state(self, step: int) -> dict | None:
+    """The `data` saved with `step`, or None (none saved, or a checkpoint from before)."""
+    metadata = self.manager.metadata(step)
+    custom = getattr(metadata, 'custom_metadata', None) or {}
+    return custom.get(DATA_KEY)
 
   def reached_preemption(self, step: int) -> bool:
     """True once the job has been told it will be preempted (TPU VMs; all hosts agree)."""

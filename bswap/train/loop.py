@@ -19,7 +19,6 @@ import collections
 import dataclasses
 import functools
 import os
-import sys
 import time
 from typing import Any
 
@@ -27,11 +26,11 @@ import flax.linen as nn
 import jax
 import numpy as np
 from absl import logging
-from tqdm import tqdm
 
 from bswap import data as data_lib
 from bswap import files
 from bswap import parallel
+from bswap import progress
 from bswap.nets import accounting
 from bswap.nets import convs
 from bswap.nets import genotype as genotype_lib
@@ -63,6 +62,9 @@ class Run:
   ckpts: checkpoint.Checkpoints
   schedule: optim.Schedule
   compiled: dict = dataclasses.field(default_factory=dict)
+  # The input stream's state saved with the restored checkpoint (streamed data), handed
+  # to the first epoch after the restore.
+  resume_data: dict | None = None
 
   def _compiled(self, key, fn, args, what: str, donate: bool = False):
     """`fn` compiled once for `args`; fixed output shardings keep the state replicated."""
@@ -217,6 +219,8 @@ def prepare(config, run_dir: str, genotype, teacher_checkpoint: str | None) -> t
   state = state if restored is None else restored
   rng = parallel.put_replicated(jax.random.PRNGKey(config.seed), mesh)
   run = Run(config, run_dir, setup, train_feed, eval_feed, rng, teacher_variables, ckpts, schedule)
+  if restored is not None:
+    run.resume_data = ckpts.data_state(ckpts.latest_step())
   return run, state
 
 
@@ -251,8 +255,8 @@ class Summary:
 class _Tally:
   """Host-side sums of per-step metrics, read FETCH_LAG calls behind the devices."""
 
-  def __init__(self, run: Run, epoch: int, bar):
-    self.run, self.epoch, self.bar = run, epoch, bar
+  def __init__(self, run: Run, epoch: int, shown: progress.Progress):
+    self.run, self.epoch, self.shown = run, epoch, shown
     self.sums, self.steps = {}, 0
 
   def add(self, first_step: int, metrics) -> None:
@@ -270,37 +274,48 @@ class _Tally:
     for key, values in metrics.items():
       self.sums[key] = self.sums.get(key, 0.0) + float(np.sum(values))
     self.steps += losses.size
-    self.bar.update(losses.size)
-    self.bar.set_postfix(loss=f'{losses[-1]:.4f}', refresh=False)
+    self.shown.update(losses.size, loss=f'{losses[-1]:.4f}')
 
   def means(self) -> dict[str, float]:
     return {f'train_{k}': v / self.steps for k, v in self.sums.items()}
 
 
-def _progress_bar(run: Run, epoch: int, done: int):
-  return tqdm(
-    total=run.setup.steps_per_epoch,
-    initial=done,
+def _progress(run: Run, epoch: int, done: int, total: int, after: int) -> progress.Progress:
+  """A bar on a terminal, else a line every config.log_every_seconds (first process only).
+
+  Steps `done` to `total` of epoch `epoch`, `after` more steps in the run's later epochs.
+  """
+  return progress.Progress(
+    total,
     desc=f'epoch {epoch + 1}/{run.config.train.epochs}',
     unit='step',
-    file=sys.stderr,
-    disable=None if jax.process_index() == 0 else True,  # None: a bar on a terminal only
-    leave=False,
+    images_per_unit=run.setup.batch_size,
+    initial=done,
+    after=after,
+    every_seconds=progress.every_seconds(run.config),
+    enabled=jax.process_index() == 0,
   )
 
 
 def train_epoch(run: Run, state, step: int, stop: int):
-  """Steps from `step` to the end of its epoch (or `stop`); returns state, means, images/s."""
+  """Steps from `step` to the end of its epoch (or `stop`).
+
+  Returns the state, the metrics' means, images/s, and the data stream's state
+  (JSON for the checkpoint, or None where the data has none).
+  """
   spe = run.setup.steps_per_epoch
   epoch = step // spe
   end = min((epoch + 1) * spe, stop)
   order_key = steps.streams(run.rng)[1]
   per_call = run.config.train.steps_per_call
-  calls = run.train_feed.epoch(order_key, epoch, step - epoch * spe, end - epoch * spe, per_call)
+  resume, run.resume_data = run.resume_data, None
+  calls = run.train_feed.epoch(
+    order_key, epoch, step - epoch * spe, end - epoch * spe, per_call, resume=resume
+  )
   for length in {min(per_call, end - s) for s in range(step, end, per_call)}:
     run.train_call(state, length)  # compile before the clock starts
-  bar = _progress_bar(run, epoch, step - epoch * spe)
-  tally, pending = _Tally(run, epoch, bar), collections.deque()
+  shown = _progress(run, epoch, step - epoch * spe, end - epoch * spe, stop - end)
+  tally, pending = _Tally(run, epoch, shown), collections.deque()
   start = time.perf_counter()
   for length, inputs in calls:
     state, metrics = run.train_call(state, length)(state, inputs, run.rng, run.teacher_variables)
@@ -312,22 +327,49 @@ def train_epoch(run: Run, state, step: int, stop: int):
   while pending:
     tally.add(*pending.popleft())
   elapsed = time.perf_counter() - start
-  bar.close()
-  return state, tally.means(), tally.steps * run.setup.batch_size / elapsed
+  shown.close()
+  data = calls.state() if hasattr(calls, 'state') else None
+  return state, tally.means(), tally.steps * run.setup.batch_size / elapsed, data
 
 
 def test_metrics(run: Run, state) -> dict[str, float]:
   """Loss and error (%) over the whole test set, every example once."""
   sums = parallel.put_replicated(steps.zero_sums(), run.setup.mesh)
   fn = run.eval_call(sums, state)
-  for inputs in run.eval_feed.calls():
-    sums = fn(sums, state, inputs)
-  sums = jax.device_get(sums)
+  sums = evaluation_sums(fn, sums, state, run.eval_feed, run.setup.eval_batch_size, run.config)
   count = int(sums['count'])
   return {
     'test_loss': float(sums['loss']) / count,
     'test_error': 100.0 * int(sums['wrong']) / count,
   }
+
+
+def evaluation_sums(call, sums, state, feed: data_lib.EvalFeed, batch_size: int, config):
+  """`sums` plus `call`'s over every call of `feed`, on the host; progress shown as it goes.
+
+  The progress counts a call once its result is ready, FETCH_LAG calls behind
+  the dispatches (the devices keep a queue of work meanwhile).
+  """
+  unit = 'batch' if feed.batches_per_call == 1 else 'call'
+  shown = progress.Progress(
+    feed.num_calls,
+    desc='evaluation',
+    unit=unit,
+    images_per_unit=batch_size * feed.batches_per_call,
+    every_seconds=progress.every_seconds(config),
+    enabled=jax.process_index() == 0,
+  )
+  pending = collections.deque()
+  with shown:
+    for inputs in feed.calls():
+      sums = call(sums, state, inputs)
+      pending.append(sums)
+      if len(pending) > FETCH_LAG:
+        jax.block_until_ready(pending.popleft())
+        shown.update(1)
+    sums = jax.device_get(sums)
+    shown.update(len(pending))
+  return sums
 
 
 def _epoch_number(step: int, spe: int) -> float | int:
@@ -344,7 +386,7 @@ def loop(run: Run, state, writer: metric_writers.MetricWriter) -> Summary:
     logging.info('Step %d: the run is complete already', step)
   while step < stop:
     epoch = step // spe
-    state, train, images_per_sec = train_epoch(run, state, step, stop)
+    state, train, images_per_sec, data = train_epoch(run, state, step, stop)
     step = min((epoch + 1) * spe, stop)
     done = (epoch + 1) % tc.eval_every_epochs == 0 or step == stop
     record = {
@@ -358,10 +400,10 @@ def loop(run: Run, state, writer: metric_writers.MetricWriter) -> Summary:
     writer.write(record)
     _log(record, tc.epochs)
     if (epoch + 1) % tc.checkpoint_every_epochs == 0 or step == stop:
-      run.ckpts.save(step, state)
+      run.ckpts.save(step, state, data)
       writer.draw()
     elif run.ckpts.reached_preemption(step):
-      run.ckpts.save(step, state)
+      run.ckpts.save(step, state, data)
       writer.draw()
       logging.warning('Preempted: saved step %d; rerun the same command to resume', step)
       break

@@ -148,10 +148,13 @@ def test_the_data_interface_over_resident_splits(mesh):
   # Two steps per call: one call with the same inputs.
   assert [length for length, _ in feed.epoch(jax.random.PRNGKey(0), 0, 0, 2, 2)] == [2]
   evaluation = data.eval_feed(mesh, 8)
-  assert evaluation.batches_per_call == 4
-  (inputs,) = evaluation.calls()
-  mask = np.concatenate([np.asarray(evaluation.take(inputs, j)['mask']) for j in range(4)])
-  assert mask.all()  # 32 test images, no padding
+  assert evaluation.batches_per_call == 1 and evaluation.num_calls == 4
+  calls = list(evaluation.calls())
+  assert len(calls) == 4
+  batches = [evaluation.take(inputs, 0) for inputs in calls]
+  assert np.concatenate([np.asarray(b['mask']) for b in batches]).all()  # 32 images, no padding
+  labels = np.concatenate([np.asarray(b['label']) for b in batches])
+  np.testing.assert_array_equal(np.sort(labels), np.sort(data.split('test').labels))
   images = data.split('test').images[:4]
   np.testing.assert_array_equal(data.eval_transform(images), augment.normalize(images))
 

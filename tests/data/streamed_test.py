@@ -15,6 +15,7 @@ from PIL import Image
 
 from bswap import data as data_lib
 from bswap import defaults
+from bswap import parallel
 from bswap.data import augment
 from bswap.data import imagenet_ops as pp
 from bswap.data import listing
@@ -22,6 +23,7 @@ from bswap.data import sources
 from bswap.data import streamed as hd
 from bswap.nets import genotype as genotype_lib
 from bswap.search import run as search
+from bswap.train import checkpoint
 from bswap.train import loop as train
 from tests.data import folders
 
@@ -210,16 +212,46 @@ def test_a_training_step_on_the_stream_then_a_resume_where_it_stopped(tree, tmp_
   (record,) = [json.loads(r) for r in (tmp_path / 'run' / 'metrics.jsonl').read_text().splitlines()]
   assert np.isfinite(record['train_loss']) and np.isfinite(record['test_loss'])
   assert record['test_error'] in {100 * k / 5 for k in range(6)}  # the 5 val images, once each
-  # The resumed run streams steps 1 and 2 of epoch 0: batches are functions of
-  # (seed, epoch, step), so these are the batches an uninterrupted run trains on.
-  streamed, real = [], hd.train_batches
+  # The checkpoint holds the stream's grain iterator state after step 1 of epoch 0.
+  ckpts = checkpoint.Checkpoints(str(tmp_path / 'run' / 'checkpoints'), 1)
+  saved = ckpts.data_state(1)
+  ckpts.close()
+  assert (saved['epoch'], saved['step'], saved['stream_start']) == (0, 1, 0)
+  # The resumed run restores that iterator on epoch 0's stream and trains on steps 1
+  # and 2: the batches an uninterrupted run trains on (test_a_resumed_stream_...).
+  streamed, restored, real = [], [], hd.train_batches
 
   def spy(split, options, batch_size, seed, epoch, **kwargs):
     streamed.append((batch_size, seed, epoch, kwargs))
-    return real(split, options, batch_size, seed, epoch, **kwargs)
+    stream = real(split, options, batch_size, seed, epoch, **kwargs)
+    set_state = stream.set_state
+    stream.set_state = lambda state: (restored.append(state), set_state(state))
+    return stream
 
   monkeypatch.setattr(hd, 'train_batches', spy)
   assert train.fit(_stream_config(tree, epochs=1), run_dir, geno).step == 3
-  assert streamed == [(4, 0, 0, {'start': 1, 'stop': 3})]
+  assert streamed == [(4, 0, 0, {'start': 0, 'stop': 3})]
+  assert restored == [saved['iterator']]
   with pytest.raises(ValueError, match='steps_per_call=1'):
     train.check_config(_stream_config(tree, steps_per_call=2))
+
+
+def test_a_resumed_stream_yields_the_batches_of_an_uninterrupted_one(splits):
+  """The feed's state after step 1, handed back as `resume`, continues with steps 1 and 2."""
+  feed = hd.TrainFeed(parallel.make_mesh(), splits[0], OPTIONS, 4, seed=0)
+  whole = [np.asarray(inputs['image']) for _, inputs in feed.epoch(None, 0, 0, 3, 1)]
+  calls = feed.epoch(None, 0, 0, 3, 1)
+  first = next(iter(calls))
+  state = json.loads(json.dumps(calls.state()))  # as the checkpoint stores it
+  assert (state['epoch'], state['step']) == (0, 1)
+  np.testing.assert_array_equal(np.asarray(first[1]['image']), whole[0])
+  resumed = [np.asarray(i['image']) for _, i in feed.epoch(None, 0, 1, 3, 1, resume=state)]
+  assert len(resumed) == 2
+  for got, want in zip(resumed, whole[1:], strict=True):
+    np.testing.assert_array_equal(got, want)
+  # The state of a finished epoch lets the next one start afresh; a mismatch is refused.
+  done = feed.epoch(None, 0, 0, 3, 1)
+  list(done)
+  assert len(list(feed.epoch(None, 1, 0, 3, 1, resume=done.state()))) == 3
+  with pytest.raises(ValueError, match='the batch size, the number of processes or the data'):
+    feed.epoch(None, 0, 2, 3, 1, resume=state)

@@ -158,3 +158,29 @@ def test_resnet34_genotypes_in_every_format(tmp_path):
   assert genotype_lib.uniform('Conv', arch='resnet34').blocks == ('Conv',) * 16
   with pytest.raises(ValueError, match='WRN-40-2 has 18 blocks'):
     genotype_lib.parse(','.join(names), arch='wrn', depth=40)
+
+
+class _FakeBucket:
+  """etils.epath for gs:// paths, over a dict: what a TPU worker reads the search's file through."""
+
+  objects = {}
+
+  def __init__(self, path):
+    self.path = path
+
+  def exists(self):
+    return self.path in self.objects
+
+  def read_text(self):
+    return self.objects[self.path]
+
+
+def test_a_genotype_file_on_gcs_is_read_through_bswap_files(monkeypatch):
+  geno = genotype_lib.Genotype(MIXED, 'wrn', 16, 2)
+  url = 'gs://bucket/cifar_400k/best_genotype.json'
+  monkeypatch.setattr(_FakeBucket, 'objects', {url: genotype_lib.dumps_json(geno)})
+  monkeypatch.setattr(files, '_path', lambda path: _FakeBucket(str(path)))
+  assert genotype_lib.load(url) == geno
+  assert genotype_lib.parse(url) == geno  # --config.train.genotype=gs://...
+  with pytest.raises(ValueError, match='does not exist'):
+    genotype_lib.load('gs://bucket/missing.json')
