@@ -154,8 +154,8 @@ def main(argv: list[str] | None = None) -> int:
   args = parser.parse_args(argv)
   try:
     info = export(args.run, args.out, args.image_size, onnx=not args.no_onnx)
-  except ValueError as e:
-    print(f'error: {e}', file=sys.stderr)
+  except (ValueError, OSError) as e:
+    print(f'error: {files.describe_error(e)}', file=sys.stderr)
     return 2
   print(f'Exported {info["source"]} step {info["step"]} ({info["genotype"]}) to {args.out}:')
   print(f'  parameters: {os.path.join(args.out, checkpoint.SUBDIR)} (bswap.load_student reads it)')

@@ -13,6 +13,7 @@ whole.
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import os
 import uuid
@@ -84,3 +85,43 @@ def write(path: str | os.PathLike, data: str | bytes) -> str:
   with open_write(path, binary=isinstance(data, bytes)) as f:
     f.write(data)
   return os.fspath(path)
+
+
+def describe_error(e: Exception) -> str:
+  """One line for an entry point: a ValueError as it is; an OSError with its path and a fix."""
+  if not isinstance(e, OSError):
+    return str(e)
+  path = e.filename if e.filename is not None else '(unknown path)'
+  what = e.strerror or str(e)
+  fixes = {
+    errno.EACCES: 'check its permissions, or choose another path',
+    errno.EPERM: 'check its permissions, or choose another path',
+    errno.EROFS: 'the file system is read-only: choose a path on a writable disk',
+    errno.ENOSPC: 'the disk is full: free some space, or choose a path on another disk',
+    errno.ENOENT: 'check the path, or create the folder',
+    errno.ENOTDIR: 'a part of the path is a file, not a folder: choose another path',
+    errno.EEXIST: 'a file is in the way: move it, or choose another path',
+    errno.EISDIR: 'it is a folder: name a file',
+  }
+  fix = fixes.get(e.errno, 'check the path and the disk')
+  return f'{path}: {what}; {fix}'
+
+
+def check_writable(directory: str | os.PathLike) -> None:
+  """Creates `directory` if missing and proves it writable, before any long work.
+
+  Raises a ValueError naming the directory and the fix (object stores are not probed).
+  """
+  directory = os.fspath(directory)
+  if is_url(directory):
+    return
+  try:
+    os.makedirs(directory, exist_ok=True)
+    probe = os.path.join(directory, f'.bswap-write-test{os.getpid()}.{uuid.uuid4().hex[:8]}')
+    with open(probe, 'x'):
+      pass
+    os.remove(probe)
+  except OSError as e:
+    if e.filename is None:
+      e.filename = directory
+    raise ValueError(f'cannot write to {directory}: {describe_error(e)}') from None

@@ -15,8 +15,10 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from bswap import files
 from bswap import parallel
 from bswap import pipeline
+from bswap.train import loop
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', None, 'Config file, e.g. configs/cifar_400k.py[:smoke].')
@@ -47,10 +49,14 @@ def main(argv):
   logging.info('Stage %r, workdir %s, config:\n%s', config.stage, workdir, config)
   try:
     pipeline.run(config, workdir)
-  except ValueError as e:
+  except loop.Stopped as e:  # SIGTERM or a preemption: the state is saved
+    logging.warning('%s', e)
+    sys.exit(loop.EXIT_STOPPED)
+  except (ValueError, OSError) as e:
     # bswap's own errors say what to do; a traceback would bury that.
-    logging.error('%s', e)
-    sys.exit(f'error: {e}')
+    message = files.describe_error(e)
+    logging.error('%s', message)
+    sys.exit(f'error: {message}')
 
 
 if __name__ == '__main__':
