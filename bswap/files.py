@@ -108,20 +108,26 @@ def describe_error(e: Exception) -> str:
 
 
 def check_writable(directory: str | os.PathLike) -> None:
-  """Creates `directory` if missing and proves it writable, before any long work.
+  """Proves that `directory` (or, if missing, the folder it would be made in) is writable.
 
-  Raises a ValueError naming the directory and the fix (object stores are not probed).
+  Creates nothing that stays: for the checks before long work. Raises a
+  ValueError naming the path and the fix; object stores are not probed.
   """
   directory = os.fspath(directory)
   if is_url(directory):
     return
+  existing = os.path.abspath(os.path.expanduser(directory))
+  while not os.path.lexists(existing):
+    existing = os.path.dirname(existing)
+  if not os.path.isdir(existing):
+    raise ValueError(
+      f'cannot write to {directory}: {existing} is a file, not a folder; choose another path'
+    )
+  probe = os.path.join(existing, f'.bswap-write-test{os.getpid()}.{uuid.uuid4().hex[:8]}')
   try:
-    os.makedirs(directory, exist_ok=True)
-    probe = os.path.join(directory, f'.bswap-write-test{os.getpid()}.{uuid.uuid4().hex[:8]}')
     with open(probe, 'x'):
       pass
     os.remove(probe)
   except OSError as e:
-    if e.filename is None:
-      e.filename = directory
+    e.filename = existing
     raise ValueError(f'cannot write to {directory}: {describe_error(e)}') from None

@@ -35,6 +35,7 @@ from tqdm import tqdm
 from bswap import data as data_lib
 from bswap import files
 from bswap import parallel
+from bswap import provenance
 from bswap.nets import accounting
 from bswap.nets import convs
 from bswap.nets import genotype as genotype_lib
@@ -192,18 +193,18 @@ def init_state(setup: steps.Setup, seed: int, image_size: int) -> steps.TrainSta
 
 
 def prepare(config, run_dir: str, genotype, teacher_checkpoint: str | None) -> tuple[Run, Any]:
-  """Devices -> data -> model and optimiser -> state (restored if the run has a checkpoint)."""
-  check_config(config)
+  """Devices -> data -> model and optimiser -> state (restored if the run has a checkpoint).
+
+  Everything that can refuse the run is checked before the run directory is
+  written (or the data read): a refused run leaves nothing behind.
+  """
+  teacher_checkpoint = preflight(config, run_dir, genotype, teacher_checkpoint)
   data = data_lib.open_data(config)  # reads nothing yet
   tc = config.train
   mesh = parallel.make_mesh()
   logging.info('Mesh: %s', parallel.describe(mesh))
   parallel.check_divisible(tc.batch_size, mesh)
   parallel.check_divisible(tc.eval_batch_size, mesh, 'eval batch size')
-  record_genotype(run_dir, genotype)
-  check_distillation(tc, teacher_checkpoint or None)
-  if teacher_checkpoint:  # fail before loading data
-    teacher_checkpoint = checkpoint.find_run_checkpoints(teacher_checkpoint)
   data_lib.check_num_classes(data, config)
   train_feed = data.train_feed(mesh, tc.batch_size, config.seed)
   eval_feed = data.eval_feed(mesh, tc.eval_batch_size)
@@ -214,27 +215,50 @@ def prepare(config, run_dir: str, genotype, teacher_checkpoint: str | None) -> t
     init = functools.partial(models.init_variables, setup.teacher, 0, 0, config.data.image_size)
     template = jax.eval_shape(init)
     teacher_variables = checkpoint.load_variables(teacher_checkpoint, template, mesh)
-  ckpts = checkpoint.Checkpoints(os.path.join(run_dir, checkpoint.SUBDIR), tc.keep_checkpoints)
   state = init_state(setup, config.seed, config.data.image_size)
+  # The run directory's first writes: the checks above all passed.
+  ckpts = checkpoint.Checkpoints(os.path.join(run_dir, checkpoint.SUBDIR), tc.keep_checkpoints)
   restored = ckpts.restore_latest(state)
   state = state if restored is None else restored
+  record_genotype(run_dir, genotype)
+  provenance.record_start(run_dir, config, int(jax.device_get(state.step)), jax.process_index())
   rng = parallel.put_replicated(jax.random.PRNGKey(config.seed), mesh)
   run = Run(config, run_dir, setup, train_feed, eval_feed, rng, teacher_variables, ckpts, schedule)
   return run, state
 
 
+def preflight(config, run_dir: str, genotype=None, teacher_checkpoint: str | None = None):
+  """The checks that need no data: config, genotype, teacher path, a writable run directory.
+
+  `genotype` None skips the run directory's genotype check (the pipeline knows
+  its genotype only after the search). Returns the teacher's checkpoint
+  directory (or None).
+  """
+  check_config(config)
+  if genotype is not None:
+    check_genotype(run_dir, genotype)
+  check_distillation(config.train, teacher_checkpoint or None)
+  if teacher_checkpoint:
+    teacher_checkpoint = checkpoint.find_run_checkpoints(teacher_checkpoint)
+  files.check_writable(run_dir)
+  return teacher_checkpoint or None
+
+
+def check_genotype(run_dir: str, genotype) -> None:
+  """Refuses a run directory that trained another network."""
+  path = os.path.join(run_dir, GENOTYPE)
+  if files.exists(path) and genotype_lib.load(path) != genotype:
+    raise ValueError(
+      f'{run_dir} holds a run of another network ({path}); resume it with the same '
+      'genotype, or use another --workdir'
+    )
+
+
 def record_genotype(run_dir: str, genotype) -> None:
   """Writes run_dir/genotype.json; refuses a run directory that trained another network."""
-  path = os.path.join(run_dir, GENOTYPE)
-  if files.exists(path):
-    saved = genotype_lib.load(path)
-    if saved != genotype:
-      raise ValueError(
-        f'{run_dir} holds a run of another network ({path}); resume it with the same '
-        'genotype, or use another --workdir'
-      )
+  check_genotype(run_dir, genotype)
   if jax.process_index() == 0:
-    files.write(path, genotype_lib.dumps_json(genotype))
+    files.write(os.path.join(run_dir, GENOTYPE), genotype_lib.dumps_json(genotype))
 
 
 # ----------------------------------------------------------------------------

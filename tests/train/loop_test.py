@@ -199,3 +199,13 @@ def test_sigterm_mid_epoch_saves_and_the_rerun_ends_bitwise_equal(
   summary = loop.fit(config, run_dir, TINY)
   assert summary.step == 12
   assert_trees_close(saved_variables(run_dir), expected, rtol=0, atol=0)
+
+
+def test_the_run_directory_records_command_config_and_versions(uninterrupted):
+  _, _, run_dir = uninterrupted
+  config = json.loads((run_dir / 'config.json').read_text())
+  assert config['train']['epochs'] == 3 and config['model']['width'] == 1
+  (start,) = [json.loads(line) for line in (run_dir / 'starts.jsonl').read_text().splitlines()]
+  assert start['step'] == 0 and start['pid'] == os.getpid() and start['config_changes'] == {}
+  assert set(start['versions']) == {'python', 'bswap', 'jax', 'flax', 'optax'}
+  assert 'pytest' in start['command'] or 'python' in start['command']
