@@ -373,10 +373,17 @@ def _cached(path: str, image_size, cache_dir: str, split: str, build: Callable) 
       return _fit(ds, image_size)
   arrays, size = build()
   cache_file = _cache_file(path, fingerprint, size, cache_dir)
-  os.makedirs(cache_dir, exist_ok=True)
-  with files.open_write(cache_file) as f:
-    np.savez(f, **arrays)
-  logging.info('Cached the decoded %s as %s', path, cache_file)
+  try:
+    os.makedirs(cache_dir, exist_ok=True)
+    with files.open_write(cache_file) as f:
+      np.savez(f, **arrays)
+    logging.info('Cached the decoded %s as %s', path, cache_file)
+  except OSError as e:  # a read-only or full disk: the cache only saves time
+    logging.warning(
+      'Cannot write the data cache (%s): continuing without it, decoding again next time; '
+      'set --config.data.cache_dir to a writable folder',
+      files.describe_error(e),
+    )
   return _fit(_dataset(arrays, split), image_size)
 
 

@@ -153,6 +153,7 @@ def write_outputs(config, workdir: str, result: Result) -> dict[str, str]:
 
 def run_search(config, workdir: str) -> Scored:
   """Search and write; returns the best candidate."""
+  files.check_writable(workdir)  # before the work, not after it
   enable_compilation_cache(config.search.compilation_cache_dir)
   # Else the process keeps what every compile freed (bswap/search/memory.py).
   memory.return_freed_memory(low=config.search.low_memory)
