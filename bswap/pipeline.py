@@ -43,6 +43,7 @@ def student_genotype(config, workdir: str) -> genotype_lib.Genotype:
   """
   spec = config.train.genotype
   if spec is None:
+    record_lib.check_outputs(workdir)
     path = os.path.join(workdir, record_lib.FILE)
     if not files.exists(path):
       raise ValueError(
@@ -86,7 +87,12 @@ def search_mismatches(config, workdir: str) -> list[str] | None:
 
 
 def search_done(config, workdir: str) -> bool:
-  """True if workdir/best_genotype.json records a search with this config's settings."""
+  """True if workdir holds a whole set of search outputs with this config's settings."""
+  try:
+    record_lib.check_outputs(workdir)
+  except ValueError as e:
+    logging.warning('%s: searching again', e)
+    return False
   changed = search_mismatches(config, workdir)
   if changed:
     logging.info(
@@ -103,6 +109,8 @@ def check_student_free(config, workdir: str) -> None:
   if not files.exists(os.path.join(student, loop.GENOTYPE)):
     return
   changed = search_mismatches(config, workdir)
+  if changed == []:  # the same search, rewritten: it chooses the same student
+    return
   earlier = 'no search record' if changed is None else f'settings {", ".join(changed)}'
   raise ValueError(
     f'{student} holds the student of an earlier search ({earlier}); a new search could '

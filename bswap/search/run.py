@@ -37,6 +37,7 @@ from bswap.nets import arch as arch_lib
 from bswap.nets import genotype as genotype_lib
 from bswap.scoring import engine as engine_lib
 from bswap.scoring import metrics
+from bswap.search import journal as journal_lib
 from bswap.search import memory
 from bswap.search import record as record_lib
 from bswap.search import strategies
@@ -75,8 +76,12 @@ def fisher_batches(config, data: data_lib.Data):
   return lambda index: shared
 
 
-def score_candidates(skel, batch_of, score, threads: int, items) -> list[Scored]:
-  """Scores of `items`, (candidate index, genotype) pairs, in their order."""
+def score_candidates(skel, batch_of, score, threads: int, items, journal=None) -> list[Scored]:
+  """Scores of `items`, (candidate index, genotype) pairs, in their order.
+
+  With a `journal` (bswap.search.journal), candidates it holds are not scored
+  again, and each new score is added to it as it comes.
+  """
 
   def one(item):
     i, geno = item
@@ -84,12 +89,21 @@ def score_candidates(skel, batch_of, score, threads: int, items) -> list[Scored]
     count = accounting.count(geno, skel.image_size, skel.num_classes)
     return Scored(i, geno, count.params, count.macs, float(total), tuple(map(float, per_block)))
 
+  done = {} if journal is None else journal.done
+  todo = [item for item in items if item[0] not in done]
   # Candidates in flight on several threads: XLA compiles and runs outside the
   # GIL, so one candidate's compile or single-threaded op overlaps another's.
   # map() keeps the order, and each score is independent of scheduling.
+  scored = {}
   with concurrent.futures.ThreadPoolExecutor(max(1, threads)) as pool:
-    results = pool.map(one, items)
-    return list(tqdm(results, total=len(items), desc='scoring', unit='cand'))
+    results = pool.map(one, todo)
+    for s in tqdm(
+      results, total=len(items), initial=len(items) - len(todo), desc='scoring', unit='cand'
+    ):
+      if journal is not None:
+        journal.append(s)
+      scored[s.index] = s
+  return [done[i] if i in done else scored[i] for i, _ in items]
 
 
 def rank(scored: list[Scored], metric: metrics.Metric) -> list[Scored]:
@@ -103,8 +117,8 @@ def rank(scored: list[Scored], metric: metrics.Metric) -> list[Scored]:
   return sorted(scored, key=lambda s: (-metric.sign * s.score, s.index))
 
 
-def search(config, pieces: engine_lib.Pieces | None = None) -> Result:
-  """Propose, score and rank as `config.search` says; writes nothing."""
+def search(config, pieces: engine_lib.Pieces | None = None, journal=None) -> Result:
+  """Propose, score and rank as `config.search` says; writes nothing but to `journal`."""
   start = time.perf_counter()
   metric = metrics.get(config.search.metric)
   # Data: the training split the Fisher batch comes from (in memory, or listed only).
@@ -118,7 +132,7 @@ def search(config, pieces: engine_lib.Pieces | None = None) -> Result:
     score = metrics.make_scorer(config, skel, pieces)
     batch_of = fisher_batches(config, data)
     threads = config.search.threads
-    score_all = lambda items: score_candidates(skel, batch_of, score, threads, items)
+    score_all = lambda items: score_candidates(skel, batch_of, score, threads, items, journal)
     # Propose: genotypes inside the constraints (fails at once on an unreachable budget).
     outcome = strategies.get(config.search.strategy)(config, skel, score_all)
   ranked = rank(outcome.scored, metric)
@@ -135,7 +149,7 @@ def candidates_csv(ranked: list[Scored], metric: str) -> str:
 
 
 def write_outputs(config, workdir: str, result: Result) -> dict[str, str]:
-  """Render every output in memory first, then move them into place."""
+  """Render every output in memory first, then write them as one set (files.write_set)."""
   from bswap import plots  # matplotlib is imported only when a picture is drawn
 
   best, metric = result.ranked[0], config.search.metric
@@ -148,7 +162,7 @@ def write_outputs(config, workdir: str, result: Result) -> dict[str, str]:
       result.ranked, config.search.budget, config.search.band, metrics.get(metric).label
     ),
   }
-  return {name: files.write(os.path.join(workdir, name), data) for name, data in outputs.items()}
+  return files.write_set(workdir, outputs, record_lib.MANIFEST)
 
 
 def run_search(config, workdir: str) -> Scored:
@@ -157,8 +171,18 @@ def run_search(config, workdir: str) -> Scored:
   enable_compilation_cache(config.search.compilation_cache_dir)
   # Else the process keeps what every compile freed (bswap/search/memory.py).
   memory.return_freed_memory(low=config.search.low_memory)
-  result = search(config)
-  paths = write_outputs(config, workdir, result)
+  # Scored candidates go to a journal as they finish: a rerun resumes a killed search.
+  journal = None
+  if not files.is_url(workdir) and jax.process_index() == 0:
+    journal = journal_lib.Journal(workdir, config)
+  try:
+    result = search(config, journal=journal)
+    paths = write_outputs(config, workdir, result)
+  finally:
+    if journal is not None:
+      journal.close()
+  if journal is not None:
+    journal.remove()
   best, n = result.ranked[0], len(result.ranked)
   logging.info(
     'Best of %d: %s, %s params, %s MACs, %s %.6g. %.1f s (%.2f s per candidate).',
