@@ -505,17 +505,57 @@ def _decode_cifar(spec: Cifar, archive: str) -> dict[str, np.ndarray]:
   return arrays
 
 
+# What unpickling a CIFAR batch may construct: dicts, lists, bytes and ints
+# need no globals; numpy arrays need these (numpy 1 and 2 spell them apart).
+_PICKLE_GLOBALS = {
+  ('numpy.core.multiarray', '_reconstruct'): ('numpy._core.multiarray', '_reconstruct'),
+  ('numpy._core.multiarray', '_reconstruct'): ('numpy._core.multiarray', '_reconstruct'),
+  ('numpy.core.numeric', '_frombuffer'): ('numpy._core.numeric', '_frombuffer'),
+  ('numpy._core.numeric', '_frombuffer'): ('numpy._core.numeric', '_frombuffer'),
+  ('numpy', 'ndarray'): ('numpy', 'ndarray'),
+  ('numpy', 'dtype'): ('numpy', 'dtype'),
+  ('_codecs', 'encode'): ('_codecs', 'encode'),  # bytes pickled by Python 3 at protocol 2
+}
+
+
+class _ArraysOnly(pickle.Unpickler):
+  """Unpickles plain data and numpy arrays; any other global (code to run) is refused."""
+
+  def find_class(self, module: str, name: str):
+    if (module, name) not in _PICKLE_GLOBALS:
+      raise pickle.UnpicklingError(f'it asks for {module}.{name}, which a CIFAR batch never does')
+    import importlib
+
+    real_module, real_name = _PICKLE_GLOBALS[module, name]
+    return getattr(importlib.import_module(real_module), real_name)
+
+
+def _check_md5(spec: Cifar, archive: str) -> None:
+  """A ValueError unless `archive` is byte for byte the official one (checked at every read)."""
+  md5 = hashlib.md5(usedforsecurity=False)
+  with open(archive, 'rb') as f:
+    while chunk := f.read(1 << 20):
+      md5.update(chunk)
+  if md5.hexdigest() != spec.md5:
+    raise ValueError(
+      f'{archive} has md5 {md5.hexdigest()}, not {spec.md5} ({spec.url}): it is damaged or not '
+      'the official archive, and was not read; delete it and bswap downloads it again'
+    )
+
+
 def _read_cifar_batches(spec: Cifar, archive: str) -> dict[str, dict]:
   """{batch name: {b'data': ..., label_key: ...}, ..., meta name: {names_key: ...}}."""
   wanted = {*spec.train_batches, *spec.test_batches, spec.meta}
   batches = {}
   try:
+    _check_md5(spec, archive)  # every time: a file in the cache may have been replaced
     with tarfile.open(archive) as tar:
       for member in tar:
         base = posixpath.basename(member.name)
         if member.isfile() and base in wanted:
-          # Safe to unpickle: the archive's md5 was checked when it was downloaded.
-          batches[base] = pickle.load(tar.extractfile(member), encoding='bytes')
+          # Even so, nothing but data is unpickled: no code runs whatever the file holds.
+          unpickler = _ArraysOnly(tar.extractfile(member), encoding='bytes')
+          batches[base] = unpickler.load()
   except (tarfile.TarError, OSError, EOFError, pickle.UnpicklingError) as e:
     raise ValueError(f'cannot read {archive} ({e}); delete it to download it again') from e
   missing = sorted(wanted - set(batches) - {spec.meta})  # the class names have a default
