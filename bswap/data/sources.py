@@ -123,6 +123,13 @@ class ArrayDataset:
     if labels.dtype != np.int32 or labels.shape != (len(images),):
       raise ValueError(f'labels must be int32 ({len(images)},); got {labels.dtype} {labels.shape}')
     object.__setattr__(self, 'class_names', tuple(self.class_names))
+    # An out-of-range label would reach the cross-entropy as a silent wrong target.
+    bad = labels[(labels < 0) | (labels >= len(self.class_names))]
+    if bad.size:
+      raise ValueError(
+        f'label {int(bad[0])} is outside 0..{len(self.class_names) - 1} (the data has '
+        f'{len(self.class_names)} classes); the labels and class names of the source disagree'
+      )
 
   @property
   def num_classes(self) -> int:

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from bswap.data import sources
 from bswap.nets import accounting
 from bswap.nets import genotype as genotype_lib
 from bswap.search import run as search
@@ -100,3 +101,22 @@ def test_a_dataset_with_another_class_count_is_refused_before_scoring(tmp_path):
   with pytest.raises(ValueError, match=r'has 3 classes but config.model.num_classes is 12.*=3'):
     search.run_search(config, str(tmp_path / 'out'))
   assert not (tmp_path / 'out').exists()
+
+
+def test_a_one_class_dataset_is_refused_before_scoring(tmp_path):
+  config = cifar_400k.get_config('smoke')
+  config.data.source = str(tmp_path / 'folders')
+  config.data.cache_dir = str(tmp_path / 'cache')
+  for split in ('train', 'test'):
+    folder = tmp_path / 'folders' / split / 'only'
+    folder.mkdir(parents=True)
+    Image.new('RGB', (8, 8), (10, 20, 30)).save(folder / '0.png')
+  with pytest.raises(ValueError, match=r'has 1 class; a classifier needs at least 2'):
+    search.run_search(config, str(tmp_path / 'out'))
+  assert not (tmp_path / 'out').exists()
+
+
+def test_labels_outside_the_classes_are_refused():
+  images = np.zeros((2, 8, 8, 3), np.uint8)
+  with pytest.raises(ValueError, match=r'label 10 is outside 0..9'):
+    sources.ArrayDataset(images, np.array([3, 10], np.int32), tuple('abcdefghij'))
