@@ -116,7 +116,7 @@ def export(path: str, out: str, image_size: int | None = None, onnx: bool = True
   where = load.locate(path)
   variables = load.read_variables(where)
   model = load.build(where, variables)
-  size = image_size or arch_lib.DEFAULT_IMAGE_SIZE[where.genotype.arch]
+  size = arch_lib.DEFAULT_IMAGE_SIZE[where.genotype.arch] if image_size is None else image_size
   export_params(where, variables, out)
   info = {
     'source': where.run_dir,

@@ -53,7 +53,16 @@ def student_genotype(config, workdir: str) -> genotype_lib.Genotype:
     return genotype_lib.load(path)
   if spec == 'random':
     return random_genotype(config)
-  return genotype_lib.parse(spec, width=config.train.genotype_width)
+  geno = genotype_lib.parse(spec, width=config.train.genotype_width)
+  if geno.arch != config.model.arch:
+    # A bare list of 16 names reads as a ResNet-34: say so rather than train one silently.
+    raise ValueError(
+      f'--config.train.genotype gives a {geno.arch} genotype ({len(geno.blocks)} block names) '
+      f'but config.model.arch is {config.model.arch!r}; a WRN of depth d takes (d - 4) / 2 '
+      "names and ResNet-34 16: give names for the config's network, or use a config of "
+      f'{geno.arch} (e.g. configs/teacher_resnet34.py for ResNet-34)'
+    )
+  return geno
 
 
 def random_genotype(config) -> genotype_lib.Genotype:

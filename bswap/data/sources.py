@@ -108,6 +108,10 @@ CIFAR = {
 }
 
 
+class BatchSizeError(ValueError):
+  """A batch size the data cannot fill; the caller names its --config flag."""
+
+
 @dataclasses.dataclass(frozen=True, eq=False)  # eq on arrays is ambiguous: compare by identity
 class ArrayDataset:
   """One split in memory: images (N, H, W, 3) uint8, labels (N,) int32."""
@@ -235,10 +239,17 @@ def visible(name: str) -> bool:
   return not any(part.startswith('.') for part in name.split('/'))
 
 
+def unreadable_folder(e: OSError):
+  """os.walk's onerror: a folder it cannot list is an error, not an empty folder."""
+  raise ValueError(
+    f'cannot read the folder {e.filename} ({e.strerror}); check its permissions'
+  ) from None
+
+
 def _list_directory(path: str) -> tuple[dict[str, str], set[str]]:
   """Files (relative name -> file path) and folders under a directory."""
   files, folders = {}, set()
-  for root, dirs, names in os.walk(path):
+  for root, dirs, names in os.walk(path, onerror=unreadable_folder):
     rel = os.path.relpath(root, path)
     prefix = '' if rel == '.' else rel.replace(os.sep, '/') + '/'
     folders.update(prefix + d for d in dirs)

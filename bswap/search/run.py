@@ -32,6 +32,7 @@ from tqdm import tqdm
 
 from bswap import data as data_lib
 from bswap import files
+from bswap.data import sources
 from bswap.nets import accounting
 from bswap.nets import arch as arch_lib
 from bswap.nets import genotype as genotype_lib
@@ -70,10 +71,24 @@ def enable_compilation_cache(path: str) -> None:
 def fisher_batches(config, data: data_lib.Data):
   """index -> (images, labels) a candidate is scored on: one shared batch, or one each."""
   size, seed = config.search.batch_size, config.seed
+
+  def batch(index=None):
+    try:
+      return data.fisher_batch(size, seed, index)
+    except sources.BatchSizeError as e:
+      raise ValueError(f'--config.search.batch_size={size}: {e}') from None
+
   if config.search.fresh_batch_per_candidate:
-    return lambda index: data.fisher_batch(size, seed, index)
-  shared = data.fisher_batch(size, seed)
+    return batch
+  shared = batch()
   return lambda index: shared
+
+
+def check_config(config) -> None:
+  """Search settings that would otherwise fail late, or with another name."""
+  for name in ('num_candidates', 'batch_size'):
+    if config.search[name] < 1:
+      raise ValueError(f'--config.search.{name} must be at least 1; got {config.search[name]}')
 
 
 def score_candidates(skel, batch_of, score, threads: int, items, journal=None) -> list[Scored]:
@@ -120,6 +135,7 @@ def rank(scored: list[Scored], metric: metrics.Metric) -> list[Scored]:
 def search(config, pieces: engine_lib.Pieces | None = None, journal=None) -> Result:
   """Propose, score and rank as `config.search` says; writes nothing but to `journal`."""
   start = time.perf_counter()
+  check_config(config)
   metric = metrics.get(config.search.metric)
   # Data: the training split the Fisher batch comes from (in memory, or listed only).
   data = data_lib.open_data(config)
