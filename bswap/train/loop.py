@@ -385,6 +385,8 @@ def train_epoch(run: Run, state, step: int, stop: int, stopper: Stopper | None =
       tally.add(*pending.popleft())
     if stopper is not None and stopper.requested:
       break  # a step boundary: the state is whole
+  if hasattr(calls, 'close'):
+    calls.close()  # a stop mid-epoch: a host pipeline's prefetch ends now, not at collection
   while pending:
     tally.add(*pending.popleft())
   elapsed = time.perf_counter() - start
