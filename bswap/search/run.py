@@ -108,16 +108,17 @@ def score_candidates(skel, batch_of, score, threads: int, items, journal=None) -
   todo = [item for item in items if item[0] not in done]
   # Candidates in flight on several threads: XLA compiles and runs outside the
   # GIL, so one candidate's compile or single-threaded op overlaps another's.
-  # map() keeps the order, and each score is independent of scheduling.
+  # Each score is independent of scheduling; results are journalled in the
+  # order they finish and returned in the order of `items`.
   scored = {}
-  with concurrent.futures.ThreadPoolExecutor(max(1, threads)) as pool:
-    results = pool.map(one, todo)
-    for s in tqdm(
-      results, total=len(items), initial=len(items) - len(todo), desc='scoring', unit='cand'
-    ):
+  bar = tqdm(total=len(items), initial=len(items) - len(todo), desc='scoring', unit='cand')
+  with bar, concurrent.futures.ThreadPoolExecutor(max(1, threads)) as pool:
+    for future in concurrent.futures.as_completed([pool.submit(one, item) for item in todo]):
+      s = future.result()
       if journal is not None:
         journal.append(s)
       scored[s.index] = s
+      bar.update(1)
   return [done[i] if i in done else scored[i] for i, _ in items]
 
 
