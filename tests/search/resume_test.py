@@ -1,11 +1,6 @@
-"""A killed search resumes from its journal; outputs are written as one set (issues 12.5, 16.3)."""
+"""The search journal and the output set (issues 12.5, 16.3); the SIGKILL test is in run_test.py."""
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 
 import pytest
 
@@ -14,16 +9,8 @@ from bswap import pipeline
 from bswap.nets import genotype as genotype_lib
 from bswap.search import journal as journal_lib
 from bswap.search import record as record_lib
-from bswap.search import run as search
 from configs import cifar_400k
 
-OUTPUTS = (
-  'best_genotype.json',
-  'best_genotype.csv',
-  'candidates.csv',
-  'search.png',
-  record_lib.MANIFEST,
-)
 CANDIDATES = 5
 
 
@@ -31,48 +18,6 @@ def _config():
   config = cifar_400k.get_config('smoke')
   config.search.num_candidates = CANDIDATES
   return config
-
-
-def _journal_entries(path) -> int:
-  """Whole candidate lines in the journal (a line being written does not count)."""
-  try:
-    return max(0, path.read_text().count('\n') - 1)  # less the settings line
-  except FileNotFoundError:
-    return 0
-
-
-@pytest.mark.slow
-def test_a_search_killed_mid_way_resumes_to_byte_identical_outputs(tmp_path, caplog):
-  uninterrupted = tmp_path / 'uninterrupted'
-  search.run_search(_config(), str(uninterrupted))
-  assert not (uninterrupted / journal_lib.FILE).exists()  # removed once the outputs are whole
-
-  for attempt in range(3):  # a loaded machine may finish the search before the kill lands
-    killed = tmp_path / f'killed{attempt}'
-    command = [sys.executable, '-m', 'bswap.main', '--config=configs/cifar_400k.py:smoke']
-    command += [f'--config.search.num_candidates={CANDIDATES}', f'--workdir={killed}']
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    journal = killed / journal_lib.FILE
-    deadline = time.monotonic() + 300
-    while _journal_entries(journal) < 1 and proc.poll() is None and time.monotonic() < deadline:
-      time.sleep(0.02)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    if not (killed / 'best_genotype.json').exists():
-      break
-  scored = _journal_entries(journal)
-  assert not (killed / 'best_genotype.json').exists(), 'finished before the kill'
-  assert 1 <= scored <= CANDIDATES, (scored, journal.read_text())
-  with open(journal, 'a') as f:  # as if killed in the middle of writing a line
-    f.write('{"index": 4, "genot')
-  journal_text = journal.read_text()
-
-  caplog.set_level('INFO')
-  search.run_search(_config(), str(killed))
-  assert f'{scored} candidates scored already' in caplog.text, journal_text
-  for name in OUTPUTS:
-    assert (killed / name).read_bytes() == (uninterrupted / name).read_bytes(), (name, journal_text)
-  assert not journal.exists()
 
 
 def test_a_journal_of_other_settings_is_refused_naming_them(tmp_path):
