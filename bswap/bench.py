@@ -24,6 +24,7 @@ import time
 _START = time.perf_counter()  # before JAX is imported: wall time includes start-up
 
 import json  # noqa: E402
+import os  # noqa: E402
 import resource  # noqa: E402
 import sys  # noqa: E402
 
@@ -197,9 +198,11 @@ def main(argv: list[str] | None = None) -> int:
     return 2
   flags.FLAGS.mark_as_parsed()  # absl logging then writes plain lines
   try:
+    if fv.json:  # before the work, not after it
+      files.check_writable(os.path.dirname(os.path.abspath(fv.json)))
     result = run(bench_config(fv))
-  except ValueError as e:
-    print(f'error: {e}', file=sys.stderr)
+  except (ValueError, OSError) as e:
+    print(f'error: {files.describe_error(e)}', file=sys.stderr)
     return 2
   print(
     f'{result["engine"]} engine on {result["device"]}: {result["candidates"]} {result["network"]} '
@@ -209,7 +212,11 @@ def main(argv: list[str] | None = None) -> int:
     f'{result["compile_seconds"]:.1f} s), peak RSS {result["peak_rss_bytes"] / 2**30:.2f} GiB'
   )
   if fv.json:
-    files.write(fv.json, json.dumps(result, indent=2) + '\n')
+    try:
+      files.write(fv.json, json.dumps(result, indent=2) + '\n')
+    except OSError as e:
+      print(f'error: {files.describe_error(e)}', file=sys.stderr)
+      return 2
   return 0
 
 

@@ -116,7 +116,7 @@ def export(path: str, out: str, image_size: int | None = None, onnx: bool = True
   where = load.locate(path)
   variables = load.read_variables(where)
   model = load.build(where, variables)
-  size = image_size or arch_lib.DEFAULT_IMAGE_SIZE[where.genotype.arch]
+  size = arch_lib.DEFAULT_IMAGE_SIZE[where.genotype.arch] if image_size is None else image_size
   export_params(where, variables, out)
   info = {
     'source': where.run_dir,
@@ -154,8 +154,8 @@ def main(argv: list[str] | None = None) -> int:
   args = parser.parse_args(argv)
   try:
     info = export(args.run, args.out, args.image_size, onnx=not args.no_onnx)
-  except ValueError as e:
-    print(f'error: {e}', file=sys.stderr)
+  except (ValueError, OSError) as e:
+    print(f'error: {files.describe_error(e)}', file=sys.stderr)
     return 2
   print(f'Exported {info["source"]} step {info["step"]} ({info["genotype"]}) to {args.out}:')
   print(f'  parameters: {os.path.join(args.out, checkpoint.SUBDIR)} (bswap.load_student reads it)')

@@ -113,7 +113,10 @@ def student_loss(
   """
   if len(student_stages) != len(teacher_stages):
     raise ValueError(
-      f'student has {len(student_stages)} attention points, teacher {len(teacher_stages)}'
+      f'student has {len(student_stages)} attention points, teacher {len(teacher_stages)}: '
+      'attention transfer pairs the stages of one architecture (WRN: 3, ResNet-34: 4); give a '
+      "student genotype of the teacher's architecture (config.model.arch), or a teacher of "
+      "the student's"
     )
   if kd_alpha:
     loss, parts = distillation(logits, teacher_logits, labels, kd_temperature, kd_alpha)

@@ -331,8 +331,8 @@ def main(argv: list[str] | None = None) -> int:
   args = parser.parse_args(argv)
   try:
     rows = report(args.dirs, args.out, args.paper)
-  except ValueError as e:
-    print(f'error: {e}', file=sys.stderr)
+  except (ValueError, OSError) as e:
+    print(f'error: {files.describe_error(e)}', file=sys.stderr)
     return 2
   print(markdown(rows), end='')
   print(f'Wrote {args.out}/report.md, report.csv and figure3.png ({len(rows)} rows)')

@@ -119,9 +119,10 @@ def main(argv: list[str] | None = None) -> int:
   args = _parser().parse_args(argv)
   try:
     geno = genotype_lib.parse(args.genotype, args.arch, args.depth, args.width)
-    rep = report(geno, args.image_size or recorded_image_size(args.genotype))
-  except ValueError as e:
-    print(f'error: {e}', file=sys.stderr)
+    size = args.image_size if args.image_size is not None else recorded_image_size(args.genotype)
+    rep = report(geno, size)
+  except (ValueError, OSError) as e:
+    print(f'error: {files.describe_error(e)}', file=sys.stderr)
     return 2
   print(json.dumps(rep) if args.json else format_table(rep))
   return 0

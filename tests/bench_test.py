@@ -118,3 +118,11 @@ def test_an_override_or_config_that_does_not_apply_is_a_clear_error(capsys, argv
   code, out, err = _main(capsys, *argv)
   assert code == 2 and out == ''
   assert message in err and 'Traceback' not in err
+
+
+def test_json_into_an_unwritable_place_is_refused_before_the_work(tmp_path, monkeypatch, capsys):
+  monkeypatch.setattr(bench, 'run', lambda *a: pytest.fail('benchmarked anyway'))
+  (tmp_path / 'file').write_text('')
+  code, _, err = _main(capsys, '--json', str(tmp_path / 'file' / 'out.json'))
+  assert code == 2
+  assert err.strip().startswith('error: cannot write to ') and 'is a file, not a folder' in err

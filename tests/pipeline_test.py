@@ -1,6 +1,7 @@
 """The stages: which network each trains, where, and the search-then-train pipeline."""
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -8,6 +9,7 @@ import pytest
 
 from bswap import pipeline
 from bswap.nets import genotype as genotype_lib
+from bswap.search import record as record_lib
 from configs import cifar_400k
 from tests.train.helpers import TINY
 from tests.train.helpers import tiny_config
@@ -67,3 +69,50 @@ def test_smoke_pipeline_runs_as_a_module(tmp_path):
   # ... but not one with other settings.
   config.search.budget = 60_000
   assert not pipeline.search_done(config, str(tmp_path))
+
+
+# ----------------------------------------------------------------------------
+# Refusals come before any file is written (issue 12, cases 2 and 7).
+
+
+def _tree(path):
+  return {p.relative_to(path): p.read_bytes() for p in sorted(path.rglob('*')) if p.is_file()}
+
+
+def test_a_pipeline_rerun_with_another_search_setting_is_refused_before_writing(tmp_path):
+  # A finished pipeline's workdir: its search record and the student trained from it.
+  config = tiny_config(genotype=None)
+  config.stage = 'pipeline'
+  best = record_lib.Scored(0, TINY, 1, 1, 1.0, (1.0,))
+  (tmp_path / 'best_genotype.json').write_text(
+    record_lib.SearchRecord.of(config, best, 1.0).to_json()
+  )
+  (tmp_path / 'student').mkdir()
+  (tmp_path / 'student' / 'genotype.json').write_text(genotype_lib.dumps_json(TINY))
+  before = _tree(tmp_path)
+  config.seed = 1
+  message = r'student holds the student of an earlier search \(settings seed: 0 -> 1\)'
+  with pytest.raises(ValueError, match=message):
+    pipeline.run(config, str(tmp_path))
+  assert _tree(tmp_path) == before
+  # A teacher that is not there is refused before the search too.
+  config.seed = 0
+  config.train.teacher_checkpoint = str(tmp_path / 'nowhere')
+  shutil.rmtree(tmp_path / 'student')
+  with pytest.raises(ValueError, match='no checkpoint found'):
+    pipeline.run(config, str(tmp_path / 'new'))
+  assert not (tmp_path / 'new').exists()
+
+
+def test_a_failed_student_run_leaves_nothing_behind(tmp_path):
+  config = tiny_config(teacher_checkpoint=str(tmp_path / 'no-teacher'))
+  config.stage = 'student'
+  with pytest.raises(ValueError, match='no checkpoint found'):
+    pipeline.run(config, str(tmp_path / 'work'))
+  config = tiny_config()
+  config.stage = 'student'
+  config.data.source = str(tmp_path / 'no-data')
+  with pytest.raises(ValueError, match='no such file or directory'):
+    pipeline.run(config, str(tmp_path / 'work'))
+  # No student/genotype.json (nor anything else) to make a run of another genotype refuse.
+  assert not (tmp_path / 'work').exists()

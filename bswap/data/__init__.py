@@ -128,7 +128,12 @@ def open_data(config) -> Data:
 
 
 def check_num_classes(data: Data, config) -> None:
-  """A ValueError unless the data has as many classes as the model's head."""
+  """A ValueError unless the data has as many classes as the model's head (at least 2)."""
+  if data.num_classes < 2:
+    raise ValueError(
+      f'{config.data.source} has {data.num_classes} class; a classifier needs at least 2 '
+      '(one folder per class under train/ and test/)'
+    )
   if data.num_classes != config.model.num_classes:
     raise ValueError(
       f'{config.data.source} has {data.num_classes} classes but config.model.num_classes is '

@@ -183,7 +183,7 @@ def _subfolders(root: str, folder: str) -> list[str]:
 def _images_under(root: str, folder: str) -> list[str]:
   """Sorted 'folder/.../file' names of the visible files at any depth under root/folder."""
   names = []
-  for parent, dirs, files in os.walk(os.path.join(root, folder)):
+  for parent, dirs, files in os.walk(os.path.join(root, folder), onerror=sources.unreadable_folder):
     rel = os.path.relpath(parent, root).replace(os.sep, '/')
     dirs[:] = [d for d in dirs if sources.visible(d)]
     names += [f'{rel}/{f}' for f in files if sources.visible(f)]

@@ -175,7 +175,7 @@ def fisher_batch(
     labels (batch_size,) int32.
   """
   if not 0 < batch_size <= len(ds):
-    raise ValueError(
+    raise sources.BatchSizeError(
       f'batch size {batch_size} must be in [1, {len(ds)}], the number of examples; '
       'lower the batch size or use more data (e.g. --config.data.synthetic_size)'
     )

@@ -108,6 +108,10 @@ CIFAR = {
 }
 
 
+class BatchSizeError(ValueError):
+  """A batch size the data cannot fill; the caller names its --config flag."""
+
+
 @dataclasses.dataclass(frozen=True, eq=False)  # eq on arrays is ambiguous: compare by identity
 class ArrayDataset:
   """One split in memory: images (N, H, W, 3) uint8, labels (N,) int32."""
@@ -123,6 +127,13 @@ class ArrayDataset:
     if labels.dtype != np.int32 or labels.shape != (len(images),):
       raise ValueError(f'labels must be int32 ({len(images)},); got {labels.dtype} {labels.shape}')
     object.__setattr__(self, 'class_names', tuple(self.class_names))
+    # An out-of-range label would reach the cross-entropy as a silent wrong target.
+    bad = labels[(labels < 0) | (labels >= len(self.class_names))]
+    if bad.size:
+      raise ValueError(
+        f'label {int(bad[0])} is outside 0..{len(self.class_names) - 1} (the data has '
+        f'{len(self.class_names)} classes); the labels and class names of the source disagree'
+      )
 
   @property
   def num_classes(self) -> int:
@@ -228,10 +239,17 @@ def visible(name: str) -> bool:
   return not any(part.startswith('.') for part in name.split('/'))
 
 
+def unreadable_folder(e: OSError):
+  """os.walk's onerror: a folder it cannot list is an error, not an empty folder."""
+  raise ValueError(
+    f'cannot read the folder {e.filename} ({e.strerror}); check its permissions'
+  ) from None
+
+
 def _list_directory(path: str) -> tuple[dict[str, str], set[str]]:
   """Files (relative name -> file path) and folders under a directory."""
   files, folders = {}, set()
-  for root, dirs, names in os.walk(path):
+  for root, dirs, names in os.walk(path, onerror=unreadable_folder):
     rel = os.path.relpath(root, path)
     prefix = '' if rel == '.' else rel.replace(os.sep, '/') + '/'
     folders.update(prefix + d for d in dirs)
@@ -373,10 +391,17 @@ def _cached(path: str, image_size, cache_dir: str, split: str, build: Callable) 
       return _fit(ds, image_size)
   arrays, size = build()
   cache_file = _cache_file(path, fingerprint, size, cache_dir)
-  os.makedirs(cache_dir, exist_ok=True)
-  with files.open_write(cache_file) as f:
-    np.savez(f, **arrays)
-  logging.info('Cached the decoded %s as %s', path, cache_file)
+  try:
+    os.makedirs(cache_dir, exist_ok=True)
+    with files.open_write(cache_file) as f:
+      np.savez(f, **arrays)
+    logging.info('Cached the decoded %s as %s', path, cache_file)
+  except OSError as e:  # a read-only or full disk: the cache only saves time
+    logging.warning(
+      'Cannot write the data cache (%s): continuing without it, decoding again next time; '
+      'set --config.data.cache_dir to a writable folder',
+      files.describe_error(e),
+    )
   return _fit(_dataset(arrays, split), image_size)
 
 
@@ -498,17 +523,57 @@ def _decode_cifar(spec: Cifar, archive: str) -> dict[str, np.ndarray]:
   return arrays
 
 
+# What unpickling a CIFAR batch may construct: dicts, lists, bytes and ints
+# need no globals; numpy arrays need these (numpy 1 and 2 spell them apart).
+_PICKLE_GLOBALS = {
+  ('numpy.core.multiarray', '_reconstruct'): ('numpy._core.multiarray', '_reconstruct'),
+  ('numpy._core.multiarray', '_reconstruct'): ('numpy._core.multiarray', '_reconstruct'),
+  ('numpy.core.numeric', '_frombuffer'): ('numpy._core.numeric', '_frombuffer'),
+  ('numpy._core.numeric', '_frombuffer'): ('numpy._core.numeric', '_frombuffer'),
+  ('numpy', 'ndarray'): ('numpy', 'ndarray'),
+  ('numpy', 'dtype'): ('numpy', 'dtype'),
+  ('_codecs', 'encode'): ('_codecs', 'encode'),  # bytes pickled by Python 3 at protocol 2
+}
+
+
+class _ArraysOnly(pickle.Unpickler):
+  """Unpickles plain data and numpy arrays; any other global (code to run) is refused."""
+
+  def find_class(self, module: str, name: str):
+    if (module, name) not in _PICKLE_GLOBALS:
+      raise pickle.UnpicklingError(f'it asks for {module}.{name}, which a CIFAR batch never does')
+    import importlib
+
+    real_module, real_name = _PICKLE_GLOBALS[module, name]
+    return getattr(importlib.import_module(real_module), real_name)
+
+
+def _check_md5(spec: Cifar, archive: str) -> None:
+  """A ValueError unless `archive` is byte for byte the official one (checked at every read)."""
+  md5 = hashlib.md5(usedforsecurity=False)
+  with open(archive, 'rb') as f:
+    while chunk := f.read(1 << 20):
+      md5.update(chunk)
+  if md5.hexdigest() != spec.md5:
+    raise ValueError(
+      f'{archive} has md5 {md5.hexdigest()}, not {spec.md5} ({spec.url}): it is damaged or not '
+      'the official archive, and was not read; delete it and bswap downloads it again'
+    )
+
+
 def _read_cifar_batches(spec: Cifar, archive: str) -> dict[str, dict]:
   """{batch name: {b'data': ..., label_key: ...}, ..., meta name: {names_key: ...}}."""
   wanted = {*spec.train_batches, *spec.test_batches, spec.meta}
   batches = {}
   try:
+    _check_md5(spec, archive)  # every time: a file in the cache may have been replaced
     with tarfile.open(archive) as tar:
       for member in tar:
         base = posixpath.basename(member.name)
         if member.isfile() and base in wanted:
-          # Safe to unpickle: the archive's md5 was checked when it was downloaded.
-          batches[base] = pickle.load(tar.extractfile(member), encoding='bytes')
+          # Even so, nothing but data is unpickled: no code runs whatever the file holds.
+          unpickler = _ArraysOnly(tar.extractfile(member), encoding='bytes')
+          batches[base] = unpickler.load()
   except (tarfile.TarError, OSError, EOFError, pickle.UnpicklingError) as e:
     raise ValueError(f'cannot read {archive} ({e}); delete it to download it again') from e
   missing = sorted(wanted - set(batches) - {spec.meta})  # the class names have a default

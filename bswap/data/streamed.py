@@ -46,6 +46,7 @@ from bswap import parallel
 from bswap.data import augment
 from bswap.data import imagenet_ops as preprocess
 from bswap.data import listing
+from bswap.data import sources
 
 # Tags of the numpy random streams (resident.py uses 1 and 3, listing.py 7).
 _EPOCH_STREAM, _CROP_STREAM, _FISHER_STREAM = 4, 5, 6
@@ -136,7 +137,7 @@ class Options:
 def steps_per_epoch(split: Split, batch_size: int) -> int:
   """Whole global batches in an epoch: the last partial one is dropped."""
   if not 0 < batch_size <= len(split):
-    raise ValueError(
+    raise sources.BatchSizeError(
       f'batch size {batch_size} must be in [1, {len(split)}], the examples of {split.name}; '
       'lower the batch size or use more data'
     )

@@ -182,7 +182,7 @@ def skeleton(
   default_depth, default_width = default_depth_width(arch)
   depth = default_depth if depth is None else depth
   width = default_width if width is None else width
-  image_size = image_size or DEFAULT_IMAGE_SIZE[arch]
+  image_size = DEFAULT_IMAGE_SIZE[arch] if image_size is None else image_size
   num_classes = num_classes or DEFAULT_NUM_CLASSES[arch]
   if arch == RESNET34:
     if (depth, width) != (RESNET34_DEPTH, RESNET34_WIDTH):

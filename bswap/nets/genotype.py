@@ -192,7 +192,13 @@ def load(
   path = os.fspath(path)
   if not files.exists(path) or os.path.isdir(path):
     raise ValueError(f'genotype file {path!r} does not exist')
-  text = files.read_text(path)
+  try:
+    text = files.read_text(path)
+  except UnicodeDecodeError as e:
+    raise ValueError(
+      f'{path} is not UTF-8 text (byte {e.start}): a genotype file is JSON or the reference '
+      'CSV; check the path'
+    ) from None
   if path.endswith('.csv') or not text.lstrip().startswith(('{', '[')):
     data = {'blocks': parse_reference_csv(text, path)}
   else:

@@ -16,12 +16,15 @@ from typing import Any
 
 import jax
 
+from bswap import files
 from bswap.nets import convs
 from bswap.nets import genotype as genotype_lib
 from bswap.nets import menu
 from bswap.search import constraints
 
 FILE = 'best_genotype.json'
+# The search's outputs are written as one set (files.write_set); this lists them.
+MANIFEST = 'search.manifest.json'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -155,13 +158,29 @@ class SearchRecord:
 
   def mismatches(self, config) -> list[str]:
     """The settings (recorded value -> config's) that differ; [] when the config would redo it."""
-    wanted = search_settings(config)
-    keys = dict.fromkeys([*self.settings, *wanted])
-    return [
-      f'{k}: {self.settings.get(k)!r} -> {wanted.get(k)!r}'
-      for k in keys
-      if self.settings.get(k) != wanted.get(k)
-    ]
+    return settings_mismatches(self.settings, config)
 
   def matches(self, config) -> bool:
     return not self.mismatches(config)
+
+
+def settings_mismatches(recorded: dict[str, Any], config) -> list[str]:
+  """'name: recorded -> config's' for every search setting that differs."""
+  wanted = search_settings(config)
+  keys = dict.fromkeys([*recorded, *wanted])
+  return [
+    f'{k}: {recorded.get(k)!r} -> {wanted.get(k)!r}'
+    for k in keys
+    if recorded.get(k) != wanted.get(k)
+  ]
+
+
+def check_outputs(workdir: str) -> None:
+  """A ValueError if workdir's search outputs are a mix of two searches (files.check_set)."""
+  differ = files.check_set(workdir, MANIFEST)
+  if differ:
+    raise ValueError(
+      f'{workdir} holds a mixed set of search outputs ({", ".join(differ)} not as '
+      f'{MANIFEST} lists them: a search stopped while writing them); rerun the search '
+      '(--config.stage=search) with the same settings to rewrite them'
+    )

@@ -32,11 +32,13 @@ from absl import logging
 from bswap import data as data_lib
 from bswap import files
 from bswap import progress
+from bswap.data import sources
 from bswap.nets import accounting
 from bswap.nets import arch as arch_lib
 from bswap.nets import genotype as genotype_lib
 from bswap.scoring import engine as engine_lib
 from bswap.scoring import metrics
+from bswap.search import journal as journal_lib
 from bswap.search import memory
 from bswap.search import record as record_lib
 from bswap.search import strategies
@@ -69,18 +71,40 @@ def enable_compilation_cache(path: str) -> None:
 def fisher_batches(config, data: data_lib.Data):
   """index -> (images, labels) a candidate is scored on: one shared batch, or one each."""
   size, seed = config.search.batch_size, config.seed
+
+  def batch(index=None):
+    try:
+      return data.fisher_batch(size, seed, index)
+    except sources.BatchSizeError as e:
+      raise ValueError(f'--config.search.batch_size={size}: {e}') from None
+
   if config.search.fresh_batch_per_candidate:
-    return lambda index: data.fisher_batch(size, seed, index)
-  shared = data.fisher_batch(size, seed)
+    return batch
+  shared = batch()
   return lambda index: shared
 
 
+def check_config(config) -> None:
+  """Search settings that would otherwise fail late, or with another name."""
+  for name in ('num_candidates', 'batch_size'):
+    if config.search[name] < 1:
+      raise ValueError(f'--config.search.{name} must be at least 1; got {config.search[name]}')
+
+
 def score_candidates(
-  skel, batch_of, score, threads: int, items, log_every: float = progress.DEFAULT_EVERY_SECONDS
+  skel,
+  batch_of,
+  score,
+  threads: int,
+  items,
+  journal=None,
+  log_every: float = progress.DEFAULT_EVERY_SECONDS,
 ) -> list[Scored]:
   """Scores of `items`, (candidate index, genotype) pairs, in their order.
 
-  Progress: a bar on a terminal, else a line every `log_every` seconds.
+  With a `journal` (bswap.search.journal), candidates it holds are not scored
+  again, and each new score is added to it as it comes. Progress: a bar on a
+  terminal, else a line every `log_every` seconds.
   """
 
   def one(item):
@@ -89,18 +113,28 @@ def score_candidates(
     count = accounting.count(geno, skel.image_size, skel.num_classes)
     return Scored(i, geno, count.params, count.macs, float(total), tuple(map(float, per_block)))
 
+  done = {} if journal is None else journal.done
+  todo = [item for item in items if item[0] not in done]
   # Candidates in flight on several threads: XLA compiles and runs outside the
   # GIL, so one candidate's compile or single-threaded op overlaps another's.
-  # map() keeps the order, and each score is independent of scheduling.
-  with concurrent.futures.ThreadPoolExecutor(max(1, threads)) as pool:
-    results = pool.map(one, items)
-    shown = progress.Progress(len(items), desc='scoring', unit='candidate', every_seconds=log_every)
-    with shown:
-      scored = []
-      for result in results:
-        scored.append(result)
-        shown.update(1)
-      return scored
+  # Each score is independent of scheduling; results are journalled in the
+  # order they finish and returned in the order of `items`.
+  scored = {}
+  shown = progress.Progress(
+    len(items),
+    desc='scoring',
+    unit='candidate',
+    initial=len(items) - len(todo),
+    every_seconds=log_every,
+  )
+  with shown, concurrent.futures.ThreadPoolExecutor(max(1, threads)) as pool:
+    for future in concurrent.futures.as_completed([pool.submit(one, item) for item in todo]):
+      s = future.result()
+      if journal is not None:
+        journal.append(s)
+      scored[s.index] = s
+      shown.update(1)
+  return [done[i] if i in done else scored[i] for i, _ in items]
 
 
 def rank(scored: list[Scored], metric: metrics.Metric) -> list[Scored]:
@@ -114,9 +148,10 @@ def rank(scored: list[Scored], metric: metrics.Metric) -> list[Scored]:
   return sorted(scored, key=lambda s: (-metric.sign * s.score, s.index))
 
 
-def search(config, pieces: engine_lib.Pieces | None = None) -> Result:
-  """Propose, score and rank as `config.search` says; writes nothing."""
+def search(config, pieces: engine_lib.Pieces | None = None, journal=None) -> Result:
+  """Propose, score and rank as `config.search` says; writes nothing but to `journal`."""
   start = time.perf_counter()
+  check_config(config)
   metric = metrics.get(config.search.metric)
   # Data: the training split the Fisher batch comes from (in memory, or listed only).
   data = data_lib.open_data(config)
@@ -130,7 +165,9 @@ def search(config, pieces: engine_lib.Pieces | None = None) -> Result:
     batch_of = fisher_batches(config, data)
     threads = config.search.threads
     every = progress.every_seconds(config)
-    score_all = lambda items: score_candidates(skel, batch_of, score, threads, items, every)
+    score_all = lambda items: score_candidates(
+      skel, batch_of, score, threads, items, journal, every
+    )
     # Propose: genotypes inside the constraints (fails at once on an unreachable budget).
     outcome = strategies.get(config.search.strategy)(config, skel, score_all)
   ranked = rank(outcome.scored, metric)
@@ -147,7 +184,7 @@ def candidates_csv(ranked: list[Scored], metric: str) -> str:
 
 
 def write_outputs(config, workdir: str, result: Result) -> dict[str, str]:
-  """Render every output in memory first, then move them into place."""
+  """Render every output in memory first, then write them as one set (files.write_set)."""
   from bswap import plots  # matplotlib is imported only when a picture is drawn
 
   best, metric = result.ranked[0], config.search.metric
@@ -160,16 +197,27 @@ def write_outputs(config, workdir: str, result: Result) -> dict[str, str]:
       result.ranked, config.search.budget, config.search.band, metrics.get(metric).label
     ),
   }
-  return {name: files.write(os.path.join(workdir, name), data) for name, data in outputs.items()}
+  return files.write_set(workdir, outputs, record_lib.MANIFEST)
 
 
 def run_search(config, workdir: str) -> Scored:
   """Search and write; returns the best candidate."""
+  files.check_writable(workdir)  # before the work, not after it
   enable_compilation_cache(config.search.compilation_cache_dir)
   # Else the process keeps what every compile freed (bswap/search/memory.py).
   memory.return_freed_memory(low=config.search.low_memory)
-  result = search(config)
-  paths = write_outputs(config, workdir, result)
+  # Scored candidates go to a journal as they finish: a rerun resumes a killed search.
+  journal = None
+  if not files.is_url(workdir) and jax.process_index() == 0:
+    journal = journal_lib.Journal(workdir, config)
+  try:
+    result = search(config, journal=journal)
+    paths = write_outputs(config, workdir, result)
+  finally:
+    if journal is not None:
+      journal.close()
+  if journal is not None:
+    journal.remove()
   best, n = result.ranked[0], len(result.ranked)
   logging.info(
     'Best of %d: %s, %s params, %s MACs, %s %.6g. %.1f s (%.2f s per candidate).',

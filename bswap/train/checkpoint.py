@@ -12,6 +12,8 @@ from __future__ import annotations
 import os
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 from etils import epath
@@ -47,6 +49,13 @@ class Checkpoints:
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
 
+  def last_good(self) -> str:
+    """A sentence naming the checkpoint a rerun resumes from (or that there is none)."""
+    step = self.latest_step()
+    if step is None:
+      return f'No checkpoint has been saved in {self.directory} yet.'
+    return f'The last good checkpoint is step {step} in {self.directory}.'
+
   def restore_latest(self, target):
     """The latest saved state shaped and sharded like `target`, or None if there is none."""
     step = self.manager.latest_step()
@@ -56,17 +65,33 @@ class Checkpoints:
       lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), target
     )
     logging.info('Restoring step %d from %s', step, self.directory)
-    return self.manager.restore(step, args=ocp.args.StandardRestore(abstract))
+    state = self.manager.restore(step, args=ocp.args.StandardRestore(abstract))
+    bad = non_finite_leaves(state)
+    if bad:  # written by an older bswap, which saved without checking
+      raise ValueError(
+        f'checkpoint step {step} in {self.directory} holds non-finite values ({bad[0]} and '
+        f'{len(bad) - 1} more): delete {os.path.join(self.directory, str(step))} to resume from '
+        'the checkpoint before it, and lower --config.train.lr'
+      )
+    return state
 
   def save(self, step: int, state, data: dict | None = None) -> None:
     """Starts saving `state` as `step` (asynchronous); a step saved already is skipped.
 
+    A state with a NaN or an infinity is never saved: a ValueError says so.
     `data`, JSON (the input stream's iterator state), goes in the step's
     metadata, beside the state rather than in it: the state item stays what
     evaluation, export and teachers read.
     """
     if step in self.manager.all_steps():
       return
+    bad = non_finite_leaves(state)
+    if bad:
+      raise ValueError(
+        f'the state after step {step} holds non-finite values ({len(bad)} arrays, e.g. '
+        f'{bad[0]}): not saved, stopping. {self.last_good()} Lower --config.train.lr, or '
+        'check the data and the teacher checkpoint'
+      )
     custom = {DATA_KEY: data} if data is not None else None
     self.manager.save(step, args=ocp.args.StandardSave(state), custom_metadata=custom)
 
@@ -83,6 +108,24 @@ class Checkpoints:
   def close(self) -> None:
     self.manager.wait_until_finished()
     self.manager.close()
+
+
+@jax.jit
+def _finite_flags(leaves):
+  return jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves])
+
+
+def non_finite_leaves(tree) -> list[str]:
+  """The paths of the floating-point arrays of `tree` holding a NaN or an infinity."""
+  pairs = [
+    (path, x)
+    for path, x in jax.tree_util.tree_flatten_with_path(tree)[0]
+    if jnp.issubdtype(x.dtype, jnp.inexact)
+  ]
+  if not pairs:
+    return []
+  flags = np.asarray(jax.device_get(_finite_flags([x for _, x in pairs])))
+  return [jax.tree_util.keystr(path) for (path, _), ok in zip(pairs, flags) if not ok]
 
 
 def find_run_checkpoints(path: str, run: str = 'teacher') -> str:

@@ -16,9 +16,12 @@ checkpoint every few epochs and at the end.
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import functools
 import os
+import signal
+import threading
 import time
 from typing import Any
 
@@ -31,6 +34,7 @@ from bswap import data as data_lib
 from bswap import files
 from bswap import parallel
 from bswap import progress
+from bswap import provenance
 from bswap.nets import accounting
 from bswap.nets import convs
 from bswap.nets import genotype as genotype_lib
@@ -191,18 +195,18 @@ def init_state(setup: steps.Setup, seed: int, image_size: int) -> steps.TrainSta
 
 
 def prepare(config, run_dir: str, genotype, teacher_checkpoint: str | None) -> tuple[Run, Any]:
-  """Devices -> data -> model and optimiser -> state (restored if the run has a checkpoint)."""
-  check_config(config)
+  """Devices -> data -> model and optimiser -> state (restored if the run has a checkpoint).
+
+  Everything that can refuse the run is checked before the run directory is
+  written (or the data read): a refused run leaves nothing behind.
+  """
+  teacher_checkpoint = preflight(config, run_dir, genotype, teacher_checkpoint)
   data = data_lib.open_data(config)  # reads nothing yet
   tc = config.train
   mesh = parallel.make_mesh()
   logging.info('Mesh: %s', parallel.describe(mesh))
   parallel.check_divisible(tc.batch_size, mesh)
   parallel.check_divisible(tc.eval_batch_size, mesh, 'eval batch size')
-  record_genotype(run_dir, genotype)
-  check_distillation(tc, teacher_checkpoint or None)
-  if teacher_checkpoint:  # fail before loading data
-    teacher_checkpoint = checkpoint.find_run_checkpoints(teacher_checkpoint)
   data_lib.check_num_classes(data, config)
   train_feed = data.train_feed(mesh, tc.batch_size, config.seed)
   eval_feed = data.eval_feed(mesh, tc.eval_batch_size)
@@ -213,10 +217,13 @@ def prepare(config, run_dir: str, genotype, teacher_checkpoint: str | None) -> t
     init = functools.partial(models.init_variables, setup.teacher, 0, 0, config.data.image_size)
     template = jax.eval_shape(init)
     teacher_variables = checkpoint.load_variables(teacher_checkpoint, template, mesh)
-  ckpts = checkpoint.Checkpoints(os.path.join(run_dir, checkpoint.SUBDIR), tc.keep_checkpoints)
   state = init_state(setup, config.seed, config.data.image_size)
+  # The run directory's first writes: the checks above all passed.
+  ckpts = checkpoint.Checkpoints(os.path.join(run_dir, checkpoint.SUBDIR), tc.keep_checkpoints)
   restored = ckpts.restore_latest(state)
   state = state if restored is None else restored
+  record_genotype(run_dir, genotype)
+  provenance.record_start(run_dir, config, int(jax.device_get(state.step)), jax.process_index())
   rng = parallel.put_replicated(jax.random.PRNGKey(config.seed), mesh)
   run = Run(config, run_dir, setup, train_feed, eval_feed, rng, teacher_variables, ckpts, schedule)
   if restored is not None:
@@ -224,18 +231,83 @@ def prepare(config, run_dir: str, genotype, teacher_checkpoint: str | None) -> t
   return run, state
 
 
+def preflight(config, run_dir: str, genotype=None, teacher_checkpoint: str | None = None):
+  """The checks that need no data: config, genotype, teacher path, a writable run directory.
+
+  `genotype` None skips the run directory's genotype check (the pipeline knows
+  its genotype only after the search). Returns the teacher's checkpoint
+  directory (or None).
+  """
+  check_config(config)
+  if genotype is not None:
+    check_genotype(run_dir, genotype)
+  check_distillation(config.train, teacher_checkpoint or None)
+  if teacher_checkpoint:
+    teacher_checkpoint = checkpoint.find_run_checkpoints(teacher_checkpoint)
+  files.check_writable(run_dir)
+  return teacher_checkpoint or None
+
+
+def check_genotype(run_dir: str, genotype) -> None:
+  """Refuses a run directory that trained another network."""
+  path = os.path.join(run_dir, GENOTYPE)
+  if files.exists(path) and genotype_lib.load(path) != genotype:
+    raise ValueError(
+      f'{run_dir} holds a run of another network ({path}); resume it with the same '
+      'genotype, or use another --workdir'
+    )
+
+
 def record_genotype(run_dir: str, genotype) -> None:
   """Writes run_dir/genotype.json; refuses a run directory that trained another network."""
-  path = os.path.join(run_dir, GENOTYPE)
-  if files.exists(path):
-    saved = genotype_lib.load(path)
-    if saved != genotype:
-      raise ValueError(
-        f'{run_dir} holds a run of another network ({path}); resume it with the same '
-        'genotype, or use another --workdir'
-      )
+  check_genotype(run_dir, genotype)
   if jax.process_index() == 0:
-    files.write(path, genotype_lib.dumps_json(genotype))
+    files.write(os.path.join(run_dir, GENOTYPE), genotype_lib.dumps_json(genotype))
+
+
+# ----------------------------------------------------------------------------
+# Stopping on request: SIGTERM (spot VMs, TPU pods, schedulers) ends a run at
+# the next step boundary with a checkpoint, and the rerun resumes from it.
+
+# The exit status of `python -m bswap.main` after such a stop: 128 + SIGTERM,
+# what a shell reports for a process SIGTERM ended, so "not finished, rerun".
+EXIT_STOPPED = 128 + signal.SIGTERM
+
+
+class Stopped(Exception):
+  """Training stopped on request after saving its state; rerunning the command resumes it."""
+
+
+class Stopper:
+  """Whether a stop was requested; SIGTERM requests one while `catch()` is active."""
+
+  def __init__(self):
+    self.reason = ''
+    self._event = threading.Event()
+
+  @property
+  def requested(self) -> bool:
+    return self._event.is_set()
+
+  def request(self, reason: str) -> None:
+    self.reason = self.reason or reason
+    self._event.set()
+
+  @contextlib.contextmanager
+  def catch(self, signals=(signal.SIGTERM,)):
+    """Turns `signals` into stop requests inside the block (main thread only: Python's rule)."""
+    # Several processes must agree on the step to stop at: orbax's preemption
+    # notice does that on TPU pods; a signal to one process alone would not.
+    if threading.current_thread() is not threading.main_thread() or jax.process_count() > 1:
+      yield self
+      return
+    handler = lambda signum, frame: self.request(signal.Signals(signum).name)
+    previous = {s: signal.signal(s, handler) for s in signals}
+    try:
+      yield self
+    finally:
+      for s, old in previous.items():
+        signal.signal(s, old)
 
 
 # ----------------------------------------------------------------------------
@@ -265,10 +337,9 @@ class _Tally:
     bad = np.flatnonzero(~np.isfinite(losses))
     if bad.size:
       step = first_step + int(bad[0])
-      latest = self.run.ckpts.latest_step()
       raise ValueError(
         f'non-finite loss {losses[bad[0]]} at epoch {self.epoch + 1}, step {step}; stopping. '
-        f'The last good checkpoint is step {latest} in {self.run.ckpts.directory}. '
+        f'{self.run.ckpts.last_good()} '
         'Lower --config.train.lr, or check the data and the teacher checkpoint'
       )
     for key, values in metrics.items():
@@ -297,11 +368,12 @@ def _progress(run: Run, epoch: int, done: int, total: int, after: int) -> progre
   )
 
 
-def train_epoch(run: Run, state, step: int, stop: int):
-  """Steps from `step` to the end of its epoch (or `stop`).
+def train_epoch(run: Run, state, step: int, stop: int, stopper: Stopper | None = None):
+  """Steps from `step` to the end of its epoch (or `stop`, or a stop request).
 
-  Returns the state, the metrics' means, images/s, and the data stream's state
-  (JSON for the checkpoint, or None where the data has none).
+  Returns the state, the metrics' means, images/s, the step reached, and the
+  data stream's state there (JSON for the checkpoint, or None where the data
+  has none).
   """
   spe = run.setup.steps_per_epoch
   epoch = step // spe
@@ -324,12 +396,17 @@ def train_epoch(run: Run, state, step: int, stop: int):
     # Read metrics FETCH_LAG calls behind: the devices keep a queue of work meanwhile.
     if len(pending) > FETCH_LAG:
       tally.add(*pending.popleft())
+    if stopper is not None and stopper.requested:
+      break  # a step boundary: the state is whole
+  # Where the stream stands, read before it is closed: a resume starts there.
+  data = calls.state() if hasattr(calls, 'state') else None
+  if hasattr(calls, 'close'):
+    calls.close()  # a stop mid-epoch: a host pipeline's prefetch ends now, not at collection
   while pending:
     tally.add(*pending.popleft())
   elapsed = time.perf_counter() - start
   shown.close()
-  data = calls.state() if hasattr(calls, 'state') else None
-  return state, tally.means(), tally.steps * run.setup.batch_size / elapsed, data
+  return state, tally.means(), tally.steps * run.setup.batch_size / elapsed, step, data
 
 
 def test_metrics(run: Run, state) -> dict[str, float]:
@@ -376,8 +453,13 @@ def _epoch_number(step: int, spe: int) -> float | int:
   return step // spe if step % spe == 0 else round(step / spe, 4)
 
 
-def loop(run: Run, state, writer: metric_writers.MetricWriter) -> Summary:
-  """Epochs until config.train.epochs (or max_steps): train, evaluate, log, checkpoint."""
+def loop(run: Run, state, writer: metric_writers.MetricWriter, stopper=None) -> Summary:
+  """Epochs until config.train.epochs (or max_steps): train, evaluate, log, checkpoint.
+
+  Nothing non-finite is recorded or saved: a ValueError stops the run first. A
+  stop request (`Stopper`: SIGTERM; or a TPU preemption notice at an epoch's end)
+  saves the state at the step reached and raises `Stopped`.
+  """
   tc, spe = run.config.train, run.setup.steps_per_epoch
   stop = tc.epochs * spe if tc.max_steps is None else min(tc.epochs * spe, tc.max_steps)
   step = int(jax.device_get(state.step))
@@ -386,27 +468,34 @@ def loop(run: Run, state, writer: metric_writers.MetricWriter) -> Summary:
     logging.info('Step %d: the run is complete already', step)
   while step < stop:
     epoch = step // spe
-    state, train, images_per_sec, data = train_epoch(run, state, step, stop)
-    step = min((epoch + 1) * spe, stop)
-    done = (epoch + 1) % tc.eval_every_epochs == 0 or step == stop
+    state, train, images_per_sec, step, data = train_epoch(run, state, step, stop, stopper)
+    check_finite_state(run, state, step)
+    ends_epoch = step % spe == 0 or step == stop
+    stopping = (stopper is not None and stopper.requested) or (
+      ends_epoch and step < stop and run.ckpts.reached_preemption(step)
+    )
+    test = {}
+    if ends_epoch and ((epoch + 1) % tc.eval_every_epochs == 0 or step == stop):
+      test = check_finite_test(run, test_metrics(run, state), step)
     record = {
       'epoch': _epoch_number(step, spe),
       'step': step,
       'lr': float(run.schedule.at_epoch(epoch)),
       **train,
-      **(test_metrics(run, state) if done else {}),
+      **test,
       'images_per_sec': images_per_sec,
     }
     writer.write(record)
     _log(record, tc.epochs)
-    if (epoch + 1) % tc.checkpoint_every_epochs == 0 or step == stop:
+    if stopping or (ends_epoch and ((epoch + 1) % tc.checkpoint_every_epochs == 0 or step == stop)):
       run.ckpts.save(step, state, data)
       writer.draw()
-    elif run.ckpts.reached_preemption(step):
-      run.ckpts.save(step, state, data)
-      writer.draw()
-      logging.warning('Preempted: saved step %d; rerun the same command to resume', step)
-      break
+    if stopping and step < stop:
+      reason = stopper.reason if stopper is not None and stopper.requested else 'preemption'
+      raise Stopped(
+        f'stopped by {reason} at step {step}: saved a checkpoint in {run.ckpts.directory}; '
+        'rerun the same command to resume'
+      )
   return Summary(
     run.run_dir,
     step,
@@ -415,6 +504,27 @@ def loop(run: Run, state, writer: metric_writers.MetricWriter) -> Summary:
     record.get('test_loss'),
     images_per_sec,
   )
+
+
+def check_finite_state(run: Run, state, step: int) -> None:
+  """A ValueError, before anything is recorded or saved, if an update made the state non-finite."""
+  bad = checkpoint.non_finite_leaves(state)
+  if bad:
+    raise ValueError(
+      f'the parameters after step {step} are non-finite ({len(bad)} arrays, e.g. {bad[0]}): '
+      f'the run diverged; nothing saved. {run.ckpts.last_good()} Lower --config.train.lr, or '
+      'check the data and the teacher checkpoint'
+    )
+
+
+def check_finite_test(run: Run, test: dict[str, float], step: int) -> dict[str, float]:
+  bad = {k: v for k, v in test.items() if not np.isfinite(v)}
+  if bad:
+    raise ValueError(
+      f'non-finite test metrics after step {step} ({bad}); nothing saved. '
+      f'{run.ckpts.last_good()} Lower --config.train.lr, or check the test data'
+    )
+  return test
 
 
 def _log(record: dict, epochs: int) -> None:
@@ -449,7 +559,8 @@ def fit(config, run_dir: str, genotype, teacher_checkpoint: str | None = None) -
     run_dir, int(jax.device_get(state.step)), config.train.tensorboard
   )
   try:
-    summary = loop(run, state, writer)
+    with Stopper().catch() as stopper:
+      summary = loop(run, state, writer, stopper)
   finally:
     run.ckpts.close()  # waits for the last asynchronous save
     writer.close()

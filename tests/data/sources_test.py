@@ -355,3 +355,44 @@ def test_array_dataset_checks_dtypes_and_shapes():
     ip.ArrayDataset(np.zeros((2, 4, 4, 3), np.float32), np.zeros(2, np.int32), ('a',))
   with pytest.raises(ValueError, match='labels must be int32'):
     ip.ArrayDataset(np.zeros((2, 4, 4, 3), np.uint8), np.zeros(3, np.int32), ('a',))
+
+
+class _Payload:
+  """Pickles as a call that writes a marker file: what a malicious batch would run."""
+
+  def __init__(self, marker):
+    self.marker = str(marker)
+
+  def __reduce__(self):
+    return (shutil.copyfile, (__file__, self.marker))
+
+
+def _planted_archive(path, marker):
+  batch = pickle.dumps({b'data': _Payload(marker), b'labels': [0]})
+  with tarfile.open(path, 'w:gz') as tar:
+    for name in ('data_batch_1', 'test_batch'):
+      info = tarfile.TarInfo(f'cifar-10-batches-py/{name}')
+      info.size = len(batch)
+      tar.addfile(info, io.BytesIO(batch))
+  return path
+
+
+def test_a_planted_cifar_archive_in_the_cache_is_refused_and_runs_nothing(
+  tmp_path, monkeypatch, no_tfds
+):
+  cache, marker = tmp_path / 'cache', tmp_path / 'pwned'
+  cache.mkdir()
+  archive = _planted_archive(cache / ip.CIFAR['cifar10'].file, marker)
+  _serve(monkeypatch, 'cifar10', 'file:///nonexistent')  # the real md5: the planted file differs
+  with pytest.raises(
+    ValueError, match=r'has md5 \w+, not c58f30108f718f92721af3b95e74349a.*delete'
+  ):
+    ip.load('cifar10', 'train', cache_dir=str(cache))
+  assert not marker.exists()
+  # Even an archive whose md5 were expected would not run code: only data is unpickled.
+  _serve(
+    monkeypatch, 'cifar10', 'file:///nonexistent', hashlib.md5(archive.read_bytes()).hexdigest()
+  )
+  with pytest.raises(ValueError, match=r'cannot read .*shutil.copyfile, which a CIFAR batch never'):
+    ip.load('cifar10', 'train', cache_dir=str(cache))
+  assert not marker.exists()

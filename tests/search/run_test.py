@@ -2,13 +2,21 @@
 
 import csv
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from bswap.data import sources
 from bswap.nets import accounting
 from bswap.nets import genotype as genotype_lib
+from bswap.search import journal as journal_lib
+from bswap.search import record as record_lib
 from bswap.search import run as search
 from configs import cifar_400k
 
@@ -103,3 +111,62 @@ def test_a_dataset_with_another_class_count_is_refused_before_scoring(tmp_path):
   with pytest.raises(ValueError, match=r'has 3 classes but config.model.num_classes is 12.*=3'):
     search.run_search(config, str(tmp_path / 'out'))
   assert not (tmp_path / 'out').exists()
+
+
+def test_a_one_class_dataset_is_refused_before_scoring(tmp_path):
+  config = cifar_400k.get_config('smoke')
+  config.data.source = str(tmp_path / 'folders')
+  config.data.cache_dir = str(tmp_path / 'cache')
+  for split in ('train', 'test'):
+    folder = tmp_path / 'folders' / split / 'only'
+    folder.mkdir(parents=True)
+    Image.new('RGB', (8, 8), (10, 20, 30)).save(folder / '0.png')
+  with pytest.raises(ValueError, match=r'has 1 class; a classifier needs at least 2'):
+    search.run_search(config, str(tmp_path / 'out'))
+  assert not (tmp_path / 'out').exists()
+
+
+def test_labels_outside_the_classes_are_refused():
+  images = np.zeros((2, 8, 8, 3), np.uint8)
+  with pytest.raises(ValueError, match=r'label 10 is outside 0..9'):
+    sources.ArrayDataset(images, np.array([3, 10], np.int32), tuple('abcdefghij'))
+
+
+def _journal_entries(path) -> int:
+  """Whole candidate lines in the journal (a line being written does not count)."""
+  try:
+    return max(0, path.read_text().count('\n') - 1)  # less the settings line
+  except FileNotFoundError:
+    return 0
+
+
+@pytest.mark.slow
+def test_a_search_killed_mid_way_resumes_to_byte_identical_outputs(smoke_run, tmp_path, caplog):
+  """Issue 16.3: SIGKILL after some candidates, rerun: the uninterrupted run's bytes."""
+  config, uninterrupted, _ = smoke_run
+  assert not (uninterrupted / journal_lib.FILE).exists()  # removed once the outputs are whole
+  for attempt in range(3):  # a loaded machine may finish the search before the kill lands
+    killed = tmp_path / f'killed{attempt}'
+    command = [sys.executable, '-m', 'bswap.main', '--config=configs/cifar_400k.py:smoke']
+    proc = subprocess.Popen([*command, f'--workdir={killed}'], stderr=subprocess.DEVNULL)
+    journal = killed / journal_lib.FILE
+    deadline = time.monotonic() + 300
+    while _journal_entries(journal) < 1 and proc.poll() is None and time.monotonic() < deadline:
+      time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    if not (killed / 'best_genotype.json').exists():
+      break
+  scored = _journal_entries(journal)
+  assert not (killed / 'best_genotype.json').exists(), 'finished before the kill'
+  assert 1 <= scored <= config.search.num_candidates, (scored, journal.read_text())
+  with open(journal, 'a') as f:  # as if killed in the middle of writing a line
+    f.write('{"index": 4, "genot')
+  journal_text = journal.read_text()
+
+  caplog.set_level('INFO')
+  search.run_search(config, str(killed))
+  assert f'{scored} candidates scored already' in caplog.text, journal_text
+  for name in (*OUTPUTS, record_lib.MANIFEST):
+    assert (killed / name).read_bytes() == (uninterrupted / name).read_bytes(), (name, journal_text)
+  assert not journal.exists()

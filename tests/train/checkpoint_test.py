@@ -123,3 +123,18 @@ def test_a_checkpoint_without_variables_is_refused(tmp_path):
     ValueError, match=r"has no \['batch_stats'\]: not a bswap training checkpoint"
   ):
     checkpoint.load_variables(str(tmp_path), template, parallel.make_mesh())
+
+
+def test_a_non_finite_state_is_never_saved_nor_restored_as_good(tmp_path):
+  ckpts = checkpoint.Checkpoints(str(tmp_path / 'ckpt'), 3)
+  ckpts.save(1, _state())
+  with pytest.raises(ValueError, match=r'state after step 2 holds non-finite values.*step 1'):
+    ckpts.save(2, _state(float('nan')))
+  # One written by an older bswap, which saved without looking.
+  ckpts.manager.save(3, args=checkpoint.ocp.args.StandardSave(_state(float('inf'))))
+  ckpts.close()
+  ckpts = checkpoint.Checkpoints(str(tmp_path / 'ckpt'), 3)
+  assert _steps(tmp_path / 'ckpt') == [1, 3]
+  with pytest.raises(ValueError, match=r'checkpoint step 3 in .* holds non-finite values.*delete'):
+    ckpts.restore_latest(_state())
+  ckpts.close()

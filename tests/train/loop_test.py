@@ -7,6 +7,7 @@ a test needs them (`devices(4)`).
 import json
 import os
 import shutil
+import signal
 
 import numpy as np
 import pytest
@@ -144,3 +145,71 @@ def test_distillation_settings_are_checked_before_any_work(tmp_path):
     loop.fit(tiny_config(kd_alpha=1.5), str(tmp_path), TINY)
   with pytest.raises(ValueError, match='kd_temperature must be positive; got 0'):
     loop.fit(tiny_config(kd_temperature=0.0), str(tmp_path), TINY)
+
+
+# ----------------------------------------------------------------------------
+# Nothing non-finite is saved; SIGTERM saves and stops (issue 12).
+
+
+def test_a_divergence_at_a_save_boundary_saves_and_records_nothing(uninterrupted, tmp_path):
+  _, good, finished = uninterrupted
+  run_dir = str(tmp_path / 'run')
+  shutil.copytree(finished, run_dir)
+  records = (tmp_path / 'run' / 'metrics.jsonl').read_text()
+  # Step 13's loss is computed before its update (finite); the update makes the parameters
+  # non-finite, and step 13 is where max_steps saves.
+  config = tiny_config(epochs=4, max_steps=13, lr=float('inf'))
+  message = r'after step 13 are non-finite.*last good checkpoint is step 12'
+  with pytest.raises(ValueError, match=message):
+    loop.fit(config, run_dir, TINY)
+  assert sorted(os.listdir(os.path.join(run_dir, 'checkpoints'))) == ['12', '8']
+  assert (tmp_path / 'run' / 'metrics.jsonl').read_text() == records
+  assert_trees_close(saved_variables(run_dir), good, rtol=0, atol=0)
+  # A rerun resumes the good step 12 and refuses again, naming it.
+  with pytest.raises(ValueError, match=r'non-finite.*last good checkpoint is step 12'):
+    loop.fit(config, run_dir, TINY)
+
+
+def test_a_run_without_a_checkpoint_says_so_when_it_diverges(tmp_path):
+  with pytest.raises(ValueError, match=r'non-finite.*No checkpoint has been saved in .* yet'):
+    loop.fit(tiny_config(epochs=1, lr=float('inf')), str(tmp_path / 'run'), TINY)
+
+
+def test_sigterm_mid_epoch_saves_and_the_rerun_ends_bitwise_equal(
+  uninterrupted, tmp_path, monkeypatch
+):
+  _, expected, _ = uninterrupted
+  run_dir = str(tmp_path / 'run')
+  real, calls = loop.Run.train_call, []
+
+  def train_call(self, state, length):
+    fn = real(self, state, length)
+
+    def call(*args):
+      calls.append(length)
+      if len(calls) == 3:  # the first call of epoch 2 (2 steps per call, 4 per epoch)
+        os.kill(os.getpid(), signal.SIGTERM)
+      return fn(*args)
+
+    return call
+
+  monkeypatch.setattr(loop.Run, 'train_call', train_call)
+  config = tiny_config(epochs=3, steps_per_call=2)
+  with pytest.raises(loop.Stopped, match=r'stopped by SIGTERM at step 6: saved a checkpoint'):
+    loop.fit(config, run_dir, TINY)
+  assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is undone
+  assert sorted(map(int, os.listdir(os.path.join(run_dir, 'checkpoints')))) == [4, 6]
+  monkeypatch.setattr(loop.Run, 'train_call', real)
+  summary = loop.fit(config, run_dir, TINY)
+  assert summary.step == 12
+  assert_trees_close(saved_variables(run_dir), expected, rtol=0, atol=0)
+
+
+def test_the_run_directory_records_command_config_and_versions(uninterrupted):
+  _, _, run_dir = uninterrupted
+  config = json.loads((run_dir / 'config.json').read_text())
+  assert config['train']['epochs'] == 3 and config['model']['width'] == 1
+  (start,) = [json.loads(line) for line in (run_dir / 'starts.jsonl').read_text().splitlines()]
+  assert start['step'] == 0 and start['pid'] == os.getpid() and start['config_changes'] == {}
+  assert set(start['versions']) == {'python', 'bswap', 'jax', 'flax', 'optax'}
+  assert 'pytest' in start['command'] or 'python' in start['command']
