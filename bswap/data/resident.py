@@ -308,7 +308,7 @@ class Data:
       seed=config.seed,
       cache_dir=data.cache_dir,
     )
-    self._subset = {'train': data.get('train_examples'), 'test': data.get('test_examples')}
+    self._subset = {'train': data.train_examples, 'test': data.test_examples}
     for name, size in self._subset.items():
       if size is not None and size < 1:
         raise ValueError(
