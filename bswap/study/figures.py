@@ -116,6 +116,7 @@ def figure4(rows, skel, substitute: str) -> bytes:
   top.set_ylim(max(0.0, lo - 2), None)
   top.set_ylabel('final test error (%)')
   bottom.set_ylabel('parameters')
+  bottom.set_xticks(pos)
   bottom.set_xlabel(f'block replaced by {menu.paper_name(menu.canonical_name(substitute))}')
   stages = sorted({skel.slots[p].stage for p in pos})
   handles = [plt.Rectangle((0, 0), 1, 1, color=f'C{s - 1}') for s in stages]
