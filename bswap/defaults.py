@@ -391,9 +391,13 @@ def study_smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 
 
 # The :cpu variant's scale, shared by the three budgets (the docstrings cite it).
+# Sized for well under an hour of a shared 2-core CPU: a member costs about 25 s
+# of compiles (training, evaluation, the k-step metrics) plus its steps, so
+# WRN-10-2 (3 blocks) at 16 px, a budget of a fifth of its all-Conv 304K (as
+# 400K is of WRN-40-2's 2.2M), ~27 members, 128 training steps each.
 CPU_STUDY = dict(
-  depth=10, width=2, image_size=16, budget=60_000, num_random=16, single_band=0.25,
-  train_examples=4096, test_examples=2000, epochs=2, k_batch_size=32,
+  depth=10, width=2, image_size=16, budget=60_000, num_random=20, single_band=0.25,
+  train_examples=8192, test_examples=2000, epochs=2, k_batch_size=32,
 )  # fmt: skip
 
 
@@ -472,10 +476,11 @@ reaches {paper} test error.
 CPU variant (real CIFAR-10, see bswap.defaults.CPU_STUDY: WRN-10-2 at 16 px,
 {num_random} random students inside {cpu_budget:,} +- 5% and the singles within
 +- 25%, {train_examples:,} training and {test_examples:,} test images, {epochs} epochs of cosine
-SGD without a teacher, Table 1 metrics at batch {k_batch}; about half an hour
-of a quiet 2-core CPU). It answers the question at toy scale only: errors near
-50%, a population of a few dozen, so wide intervals; do not read it as the
-paper's numbers:
+SGD without a teacher, Table 1 metrics at batch {k_batch}; the same at every
+budget; 37 minutes on a 2-core CPU shared with four other jobs, see README,
+Studies). It shows the stage working on real data at toy scale only: errors
+of 60-70%, 16 px images, a population of a few dozen and so intervals as wide
+as the correlations; do not read it as the paper's numbers:
 
   python -m bswap.main --config=configs/{name}.py:cpu --workdir=workdir/{name}_cpu \\
     --config.data.source=/path/to/cifar10.tar.gz

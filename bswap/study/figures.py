@@ -41,7 +41,7 @@ def figure2(rows, entries, columns) -> bytes:
   """Density of the random students' final errors; single-blocktype students as red lines;
   each metric's top pick (at initialisation and at the largest k) as a marker."""
   randoms = [r for r in rows if r['kind'] == 'random']
-  fig, ax = plt.subplots(figsize=(8, 4.8))
+  fig, ax = plt.subplots(figsize=(10, 4.8))
   if randoms:
     _density(ax, [r['final_error'] for r in randoms])
   top = ax.get_ylim()[1]
@@ -74,7 +74,7 @@ def figure2(rows, entries, columns) -> bytes:
   ax.set_xlabel('final test error (%)')
   ax.set_ylabel('density')
   ax.set_title(f'{len(randoms)} random students; red: single-blocktype students')
-  ax.legend(fontsize=7, loc='upper right')
+  ax.legend(fontsize=7, loc='upper left', bbox_to_anchor=(1.01, 1.0))  # clear of the lines
   return _png(fig)
 
 
