@@ -182,8 +182,11 @@ def train_time(records: list[dict], batch_size: int) -> float:
   return seconds
 
 
-def run_member(config, workdir: str, member: population_lib.Member, scorer: Scorer) -> dict:
-  """The member's row: its metrics, then its training (resumed), then member.json."""
+def run_member(config, workdir: str, member: population_lib.Member, scorer: Scorer):
+  """The member's row: its metrics, then its training (resumed), then member.json.
+
+  None if the training stopped early for a preemption: no row is written.
+  """
   run_dir = member_dir(workdir, member)
   init_path = os.path.join(run_dir, INIT_METRICS)
   if files.exists(init_path):
@@ -191,10 +194,14 @@ def run_member(config, workdir: str, member: population_lib.Member, scorer: Scor
   else:
     start = time.perf_counter()
     values = scorer(member)
-    files.write(init_path, json.dumps(values, indent=1) + '\n')
+    if jax.process_index() == 0:  # every host computes the same values
+      files.write(init_path, json.dumps(values, indent=1) + '\n')
     logging.info('Member %d: metrics in %.1f s', member.index, time.perf_counter() - start)
   mconfig = member_config(config)
-  loop.fit(mconfig, run_dir, member.genotype, config.train.teacher_checkpoint or None)
+  summary = loop.fit(mconfig, run_dir, member.genotype, config.train.teacher_checkpoint or None)
+  max_steps = mconfig.train.max_steps
+  if summary.epoch < mconfig.train.epochs and (max_steps is None or summary.step < max_steps):
+    return None  # preempted (TPU): the checkpoint is saved, a rerun resumes it
   records = train_metrics.read_records(os.path.join(run_dir, train_metrics.METRICS))
   tested = [r['test_error'] for r in records if 'test_error' in r]
   row = {
@@ -209,7 +216,8 @@ def run_member(config, workdir: str, member: population_lib.Member, scorer: Scor
     'best_error': min(tested),
     'train_seconds': round(train_time(records, mconfig.train.batch_size), 1),
   }
-  files.write(os.path.join(run_dir, RESULT), json.dumps(row, indent=1) + '\n')
+  if jax.process_index() == 0:
+    files.write(os.path.join(run_dir, RESULT), json.dumps(row, indent=1) + '\n')
   return row
 
 
@@ -248,7 +256,11 @@ def run_study(config, workdir: str):
         ' '.join(member.genotype.paper_names),
         f'{member.params:,}',
       )
-      run_member(config, workdir, member, scorer)
+      if run_member(config, workdir, member, scorer) is None:
+        logging.warning('Preempted during member %d: rerun to resume the study', member.index)
+        return None
+  if jax.process_index() != 0:  # process 0 writes the study's files
+    return None
   rows = [read_row(workdir, m) for m in members]
   missing = [m.index for m, r in zip(members, rows) if r is None]
   if missing:
