@@ -19,9 +19,10 @@ from bswap.data import augment
 
 # search: rank genotypes; teacher: train WRN-depth-width of config.model;
 # student: train config.train.genotype; pipeline: search, then train the winner;
-# eval: test metrics of the trained run --workdir names.
-STAGES = ('search', 'teacher', 'student', 'pipeline', 'eval')
-VARIANTS = ('smoke',)
+# eval: test metrics of the trained run --workdir names; study: train a
+# population of students and rank-correlate every metric with their errors.
+STAGES = ('search', 'teacher', 'student', 'pipeline', 'eval', 'study')
+VARIANTS = ('smoke', 'cpu')
 
 
 def _model(arch: str, depth: int, width: int, num_classes: int) -> ml_collections.ConfigDict:
@@ -183,12 +184,16 @@ def smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   return config
 
 
-def variant(config, arg: str | None, smoke_fn) -> ml_collections.ConfigDict:
-  """`config` as the config argument asks: None, or 'smoke' (smoke_fn applied)."""
+def variant(config, arg: str | None, smoke_fn, cpu_fn=None) -> ml_collections.ConfigDict:
+  """`config` as the config argument asks: None, 'smoke' (smoke_fn applied), or 'cpu' where
+  the config has a cpu_fn."""
   if arg == 'smoke':
     return smoke_fn(config)
+  if arg == 'cpu' and cpu_fn is not None:
+    return cpu_fn(config)
   if arg:
-    raise ValueError(f'unknown config variant {arg!r}; the only variant is ":smoke"')
+    choices = '":smoke" or ":cpu"' if cpu_fn else '":smoke"'
+    raise ValueError(f'unknown config variant {arg!r}; the variants are {choices}')
   return config
 
 
@@ -335,3 +340,166 @@ def imagenet_teacher(arg: str | None) -> ml_collections.ConfigDict:
   config = _base('teacher', _model('resnet34', 34, 1, 1000), 'imagenet')
   config.train = _imagenet_training()
   return variant(config, arg, imagenet_smoke)
+
+
+# ----------------------------------------------------------------------------
+# Studies: does a metric pick good students? (bswap/study; the paper's Table 1
+# and Figures 2 and 4.)
+
+
+def study_section() -> ml_collections.ConfigDict:
+  """config.study: the population, the metrics and the members' training."""
+  s = ml_collections.ConfigDict()
+  # The population: random genotypes inside config.search.budget +- band (the
+  # search's sampler and seed: member i is candidate i of that search), the
+  # single-blocktype students within budget +- single_band, and named ones:
+  # ';'-separated block lists or genotype files, and/or the top_k rows of an
+  # earlier search's candidates.csv.
+  s.num_random = 100
+  s.single_band = 0.25
+  s.named = ''
+  s.candidates = ''
+  s.top_k = 0
+  # Figure 4 instead: config.model's all-Conv network with one block at a time
+  # replaced by `substitute`.
+  s.sensitivity = False
+  s.substitute = 'G(N)'
+  # Metrics at initialisation ('all': every registered one, or a comma list),
+  # and the Table 1 metrics after each k of `ks` minibatches of k_batch_size
+  # (PROXIES.md section 7; '' for none).
+  s.metrics = 'all'
+  s.ks = '1,10,100'
+  s.k_batch_size = 128
+  s.epochs = 200  # each member's training (config.train, this many epochs)
+  s.bootstrap_samples = 1000  # 95% intervals of rho and tau, seeded by config.seed
+  # 'i/n': this process trains every n-th member from the i-th (several
+  # processes or hosts sharing one study directory).
+  s.shard = '0/1'
+  return s
+
+
+def study_smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """About a minute on a 2-core CPU (mostly compiles): 4 random WRN-10-2 students at
+  8 px on synthetic data, the singles near the budget, 2 epochs of 4 steps."""
+  config = smoke(config)
+  config.study.num_random = 4
+  config.study.single_band = 0.1
+  config.study.ks = '1,2'
+  config.study.k_batch_size = 8
+  config.study.epochs = config.train.epochs
+  config.study.bootstrap_samples = 200
+  config.train.eval_every_epochs = 1
+  config.train.tensorboard = False
+  return config
+
+
+# The :cpu variant's scale, shared by the three budgets (the docstrings cite it).
+# Sized for well under an hour of a shared 2-core CPU: a member costs about 25 s
+# of compiles (training, evaluation, the k-step metrics) plus its steps, so
+# WRN-10-2 (3 blocks) at 16 px, a budget of a fifth of its all-Conv 304K (as
+# 400K is of WRN-40-2's 2.2M), ~27 members, 128 training steps each.
+CPU_STUDY = dict(
+  depth=10, width=2, image_size=16, budget=60_000, num_random=20, single_band=0.25,
+  train_examples=8192, test_examples=2000, epochs=2, k_batch_size=32,
+)  # fmt: skip
+
+
+def study_cpu(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Real CIFAR-10 at a scale a shared 2-core CPU finishes in under an hour (CPU_STUDY)."""
+  c = CPU_STUDY
+  config.model.depth, config.model.width = c['depth'], c['width']
+  config.data.image_size = c['image_size']
+  # SPEC's pad 4 and Cutout 16 are for 32 px: the same fractions of a 16 px image.
+  config.data.crop_pad = 2
+  config.data.cutout = 8
+  config.data.train_examples = c['train_examples']
+  config.data.test_examples = c['test_examples']
+  config.search.budget = c['budget']
+  config.search.band = 0.05
+  config.search.compilation_cache_dir = ''
+  config.study.num_random = c['num_random']
+  config.study.single_band = c['single_band']
+  config.study.k_batch_size = c['k_batch_size']
+  config.study.epochs = config.train.epochs = c['epochs']
+  config.study.bootstrap_samples = 1000
+  config.train.schedule = 'cosine'
+  config.train.checkpoint_every_epochs = 1
+  config.train.keep_checkpoints = 1
+  config.train.tensorboard = False
+  return config
+
+
+def study_config(budget: int) -> ml_collections.ConfigDict:
+  """A study of WRN-40-2 students at `budget` parameters (the paper's Table 1 and Figure 2)."""
+  config = cifar_config(budget)
+  config.stage = 'study'
+  config.study = study_section()
+  return config
+
+
+def study(budget: int, arg: str | None) -> ml_collections.ConfigDict:
+  return variant(study_config(budget), arg, study_smoke, study_cpu)
+
+
+def sensitivity(arg: str | None) -> ml_collections.ConfigDict:
+  """Figure 4: WRN-40-2 with each block in turn replaced by study.substitute (G(N))."""
+  config = study_config(400_000)
+  config.study.sensitivity = True
+  config.study.num_random = 0
+  return variant(config, arg, study_smoke, study_cpu)
+
+
+STUDY_DOC = """Study at {k}K parameters: does a metric pick good WRN-40-2 students?
+
+The paper's Table 1 and Figure 2 as one stage (bswap/study).
+
+Command (from the repository root), paper scale, after training the teacher
+(configs/teacher_wrn40_2.py):
+
+  python -m bswap.main --config=configs/{name}.py --workdir=workdir/{name} \\
+    --config.train.teacher_checkpoint=workdir/teacher_wrn40_2/teacher/checkpoints
+
+Trains 100 random genotypes inside {budget:,} +- 2.5% parameters (candidates
+0-99 of the search with the same seed) and the single-blocktype students
+within +- 25% of the budget, 200 epochs each with attention transfer, after
+scoring each by every registered metric at initialisation and by the Table 1
+metrics after 1, 10 and 100 minibatches. Writes workdir/{name}/: members/
+(one resumable run directory each), study.csv, table1.csv, table1.md,
+figure2.png and metrics.png. Rerun the same command to resume; split over n
+processes or hosts with --config.study.shard=i/n (same workdir).
+
+Cost (estimate, not measured): one member is one student's training, about
+10 minutes on an H100 or H200, so about 20 GPU-hours for the ~110 members,
+divided by n with n shards.
+
+Expected result (paper, Turner et al. 2020, Table 1): Spearman rho between
+Fisher potential after one minibatch and final error {rho}; BlockSwap's pick
+reaches {paper} test error.
+
+CPU variant (real CIFAR-10, see bswap.defaults.CPU_STUDY: WRN-10-2 at 16 px,
+{num_random} random students inside {cpu_budget:,} +- 5% and the singles within
++- 25%, {train_examples:,} training and {test_examples:,} test images, {epochs} epochs of cosine
+SGD without a teacher, Table 1 metrics at batch {k_batch}; the same at every
+budget; 37 minutes on a 2-core CPU shared with four other jobs, see README,
+Studies). It shows the stage working on real data at toy scale only: errors
+of 60-70%, 16 px images, a population of a few dozen and so intervals as wide
+as the correlations; do not read it as the paper's numbers:
+
+  python -m bswap.main --config=configs/{name}.py:cpu --workdir=workdir/{name}_cpu \\
+    --config.data.source=/path/to/cifar10.tar.gz
+
+Smoke variant (synthetic data, WRN-10-2 at 8 px, 4 random students; about a
+minute on a 2-core CPU, mostly compiles):
+
+  python -m bswap.main --config=configs/{name}.py:smoke --workdir=/tmp/study_smoke
+"""
+
+
+def study_doc(name: str, budget: int) -> str:
+  paper, rho = _CIFAR_PAPER[budget]
+  c = CPU_STUDY
+  return STUDY_DOC.format(
+    k=budget // 1000, name=name, budget=budget, paper=paper, rho=rho,
+    num_random=c['num_random'], cpu_budget=c['budget'], train_examples=c['train_examples'],
+    test_examples=c['test_examples'], epochs=c['epochs'], k_batch=c['k_batch_size'],
+  )  # fmt: skip

@@ -9,9 +9,11 @@
   pipeline  the paper's whole job after the teacher: search, then train the winner
             (a rerun reuses a finished search with the same settings)
   eval      test metrics of the trained run --workdir names (bswap.evaluate)
+  study     train a population of students and rank-correlate every metric
+            with their final errors (bswap.study.run)
 
-This is the only module that knows both the search and training; neither
-imports the other.
+This module and bswap.study.run are the only ones that know both the search
+and training; neither imports the other.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from bswap.nets import genotype as genotype_lib
 from bswap.search import record as record_lib
 from bswap.search import run as search_lib
 from bswap.search import strategies
+from bswap.study import run as study_lib
 from bswap.train import loop
 
 TEACHER, STUDENT = 'teacher', 'student'  # run directories inside the workdir
@@ -156,6 +159,7 @@ STAGES = {
   STUDENT: train_student,
   'pipeline': run_pipeline,
   'eval': evaluate.evaluate,
+  'study': study_lib.run_study,
 }
 
 

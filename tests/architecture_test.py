@@ -82,6 +82,12 @@ def test_the_graph_sees_the_known_edges():
     ('bswap.nets', 'bswap.scoring'),
     ('bswap.nets', 'bswap.search'),
     ('bswap.nets', 'bswap.train'),
+    # Studies sit above search, scoring and training; nothing below knows them.
+    ('bswap.nets', 'bswap.study'),
+    ('bswap.data', 'bswap.study'),
+    ('bswap.scoring', 'bswap.study'),
+    ('bswap.search', 'bswap.study'),
+    ('bswap.train', 'bswap.study'),
   ],
 )
 def test_a_layer_does_not_import_the_one_it_must_not_know(lower, upper):
@@ -98,6 +104,18 @@ def test_only_the_pipeline_and_the_entry_points_know_search_and_training():
     and any(r.startswith('bswap.train') for r in GRAPH[m])
   ]
   assert both == ['bswap.pipeline']
+
+
+def test_the_study_reaches_the_search_only_through_its_population():
+  # The study's runner trains (bswap.train) and takes its members from
+  # bswap.study.population, the one study module that imports the search.
+  for module in _under('bswap.study'):
+    searches = any(r.startswith('bswap.search') for r in GRAPH[module])
+    assert searches == (module == 'bswap.study.population'), module
+  assert 'bswap.train.loop' in GRAPH['bswap.study.run']
+  # The statistics and pictures are plain numpy and matplotlib.
+  for module in ('bswap.study.stats', 'bswap.study.figures'):
+    assert GRAPH[module] <= {'bswap', 'bswap.nets', 'bswap.nets.menu', 'bswap.study'}, module
 
 
 def test_importing_training_loads_no_search_module():

@@ -126,10 +126,34 @@ def test_a_config_carries_only_the_sections_its_stage_reads(name):
   config = _module(name).get_config()
   pipeline_fields = set(data_lib.default_config(config.data.pipeline))
   assert set(config.data) == pipeline_fields  # no other pipeline's fields
-  searches = name in SEARCHES or name == 'random_400k'
+  searches = name in SEARCHES or name == 'random_400k' or name.startswith('study_')
   assert ('search' in config) == searches
   if searches:
     assert config.search.metric == 'fisher_potential' and config.search.conv_impl == 'auto'
+
+
+STUDIES = {'study_200k': 200_000, 'study_400k': 400_000, 'study_800k': 800_000}
+
+
+@pytest.mark.parametrize('name', sorted(STUDIES))
+def test_study_configs_share_one_template_and_their_cpu_variant_is_small(name):
+  module = _module(name)
+  assert module.__doc__ == defaults.study_doc(name, STUDIES[name])
+  full, cpu = module.get_config(), module.get_config('cpu')
+  assert (full.stage, full.search.budget, full.study.num_random) == ('study', STUDIES[name], 100)
+  assert full.study.epochs == full.train.epochs == 200 and full.study.ks == '1,10,100'
+  assert cpu.data.source == 'cifar10' and cpu.data.train_examples < 10_000
+  assert cpu.study.epochs == cpu.train.epochs <= 3 and cpu.model.depth <= 16
+  skel = arch.skeleton('wrn', cpu.model.depth, cpu.model.width, cpu.data.image_size)
+  menu = sampler.build_menu(skel)
+  limits = sampler.band_limits(cpu.search.budget, cpu.search.band)
+  assert sampler.acceptance_probability(menu, *limits) > 0.01
+
+
+def test_the_sensitivity_study_substitutes_every_block_of_the_teacher():
+  config = _module('study_sensitivity').get_config()
+  assert config.study.sensitivity and config.study.substitute == 'G(N)'
+  assert (config.model.depth, config.model.width) == (40, 2)
 
 
 def test_the_three_cifar_docstrings_come_from_one_template():

@@ -53,6 +53,9 @@ def default_config() -> ml_collections.ConfigDict:
   # Training augmentation (SPEC section 5): pad-4 random crop, flip, Cutout 16.
   data.crop_pad = 4
   data.cutout = 16
+  # A seeded random subset of each split (None: all of it), for studies at CPU scale.
+  data.train_examples = config_dict.placeholder(int)
+  data.test_examples = config_dict.placeholder(int)
   return data
 
 
@@ -275,6 +278,20 @@ def _take_eval(mesh, batch_size: int, inputs, index):
 # The pipeline's Data.
 
 
+def subset(ds: sources.ArrayDataset, size: int | None, seed: int, split: str):
+  """`size` examples of `ds` drawn without replacement (seeded), in their stored order.
+
+  Stored order can be sorted by class (class folders), hence a random draw
+  rather than the first `size`. None, or a size of at least len(ds): all of it.
+  """
+  if size is None or size >= len(ds):
+    return ds
+  tag = {'train': 0, 'test': 1}[split]
+  rng = np.random.default_rng((0x5B5E7, seed, tag))
+  keep = np.sort(rng.choice(len(ds), size, replace=False))
+  return sources.ArrayDataset(ds.images[keep], ds.labels[keep], ds.class_names)
+
+
 class Data:
   """In-memory arrays, resident on the devices and augmented there (CIFAR-sized data)."""
 
@@ -300,12 +317,19 @@ class Data:
       seed=config.seed,
       cache_dir=data.cache_dir,
     )
+    self._subset = {'train': data.train_examples, 'test': data.test_examples}
+    for name, size in self._subset.items():
+      if size is not None and size < 1:
+        raise ValueError(
+          f'--config.data.{name}_examples must be positive or None (all); got {size}'
+        )
+    self._seed = config.seed
     self._splits = {}
 
   def split(self, name: str) -> sources.ArrayDataset:
     """'train' or 'test', decoded (or read from the cache) when first asked for."""
     if name not in self._splits:
-      self._splits[name] = self._load(name)
+      self._splits[name] = subset(self._load(name), self._subset[name], self._seed, name)
     return self._splits[name]
 
   @property

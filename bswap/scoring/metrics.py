@@ -86,3 +86,22 @@ def make_scorer(config, skel: arch_lib.Skeleton, pieces: engine_lib.Pieces) -> S
       f'{", ".join(metric.engines)}'
     )
   return metric.engines[engine](config, skel, pieces)
+
+
+def score_all(config, skel: arch_lib.Skeleton, pieces: engine_lib.Pieces, names):
+  """score(geno, index, images, labels) -> {name: total} for every metric in `names`.
+
+  Each metric on config.search.engine where it has that engine, else on its
+  first. (A minimal version; the proxies work supplies the shared-pass one.)
+  """
+  scorers = {}
+  for name in names:
+    metric = get(name)
+    engine = config.search.engine if config.search.engine in metric.engines else None
+    make = metric.engines[engine or next(iter(metric.engines))]
+    scorers[name] = make(config, skel, pieces)
+
+  def score(geno, index, images, labels) -> dict[str, float]:
+    return {name: float(s(geno, index, images, labels)[0]) for name, s in scorers.items()}
+
+  return score

@@ -167,3 +167,23 @@ def test_the_config_statistics_normalise_the_fisher_batch():
   np.testing.assert_array_equal(labels_a, labels_b)
   mean, std = np.array(augment.CIFAR10.mean), np.array(augment.CIFAR10.std)
   np.testing.assert_allclose(np.asarray(a) * std + mean, np.asarray(b), rtol=1e-5, atol=1e-6)
+
+
+def test_a_subset_is_a_seeded_random_draw_of_each_split():
+  ds = _labelled(n=64)
+  sub = resident.subset(ds, 20, seed=0, split='train')
+  assert len(sub) == 20 and len(set(sub.labels.tolist())) > 1  # not the first 20 of a sorted split
+  again = resident.subset(ds, 20, seed=0, split='train')
+  np.testing.assert_array_equal(sub.labels, again.labels)
+  other = resident.subset(ds, 20, seed=0, split='test')
+  assert not np.array_equal(sub.images, other.images) or not np.array_equal(
+    sub.labels, other.labels
+  )
+  assert resident.subset(ds, None, 0, 'train') is ds and resident.subset(ds, 99, 0, 'train') is ds
+  config = _config()
+  config.data.train_examples, config.data.test_examples = 8, 4
+  data = data_lib.open_data(config)
+  assert (len(data.split('train')), len(data.split('test'))) == (8, 4)
+  config.data.test_examples = 0
+  with pytest.raises(ValueError, match='test_examples must be positive'):
+    data_lib.open_data(config)
