@@ -34,6 +34,7 @@ class Scored:
   macs: int
   score: float  # by the search's ranking metric
   block_scores: tuple[float, ...]
+  recorded: dict[str, float] = dataclasses.field(default_factory=dict)  # record_metrics' scores
 
 
 def versions() -> dict[str, str]:
@@ -80,6 +81,8 @@ def search_settings(config) -> dict[str, Any]:
   }
   if 'macs' in constraints.names(config):
     settings.update(mac_budget=s.mac_budget, mac_band=s.mac_band)
+  if s.metric == 'rank_aggregate':
+    settings.update(aggregate=s.aggregate, aggregate_metrics=s.aggregate_metrics)
   return settings
 
 
@@ -96,6 +99,7 @@ class SearchRecord:
   acceptance: float
   settings: dict[str, Any]  # search_settings(config) of the search that chose it
   versions: dict[str, str] = dataclasses.field(default_factory=versions)
+  recorded: dict[str, float] = dataclasses.field(default_factory=dict)  # its other metrics
 
   @classmethod
   def of(cls, config, best: Scored, acceptance: float) -> SearchRecord:
@@ -108,6 +112,7 @@ class SearchRecord:
       best.index,
       acceptance,
       search_settings(config),
+      recorded=dict(best.recorded),
     )
 
   @property
@@ -128,6 +133,8 @@ class SearchRecord:
       'settings': self.settings,
       'versions': self.versions,
     }
+    if self.recorded:
+      record['recorded'] = self.recorded
     return json.dumps(record, indent=2) + '\n'
 
   @classmethod
@@ -145,6 +152,7 @@ class SearchRecord:
         float(data['acceptance']),
         dict(data['settings']),
         dict(data.get('versions', {})),
+        {k: float(v) for k, v in data.get('recorded', {}).items()},
       )
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
       raise ValueError(
