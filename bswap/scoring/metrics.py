@@ -37,6 +37,7 @@ from bswap.nets import models
 from bswap.nets import weights
 from bswap.scoring import engine as engine_lib
 from bswap.scoring import fisher
+from bswap.scoring.proxies import blockwise
 from bswap.scoring.proxies import formulas
 from bswap.scoring.proxies import passes as passes_lib
 
@@ -91,19 +92,31 @@ class Candidate:
   seed: int
   index: int
   skeleton: arch_lib.Skeleton
+  genotype: object = None
+  # The block engine, for the passes it runs (blockwise.PASSES); None: whole network.
+  engine: blockwise.ProxyEngine | None = None
 
   @classmethod
-  def build(cls, geno, skel: arch_lib.Skeleton, seed: int, index: int, images, labels):
+  def build(cls, geno, skel: arch_lib.Skeleton, seed: int, index: int, images, labels, engine=None):
     model = models.build(geno, skel.num_classes)
-    variables = models.init_variables(model, seed, index, skel.image_size)
-    return cls(model, variables, images, labels, seed, index, skel)
+    variables = None if engine else models.init_variables(model, seed, index, skel.image_size)
+    return cls(model, variables, images, labels, seed, index, skel, geno, engine)
+
+  def _variables(self):
+    if self.variables is None:  # the engine draws its own per part; the whole net's on demand
+      self.variables = models.init_variables(
+        self.model, self.seed, self.index, self.skeleton.image_size
+      )
+    return self.variables
 
   def zen_key(self) -> jax.Array:
     return weights.part_key(self.seed, self.index, self.skeleton.num_blocks + _ZEN_PART_OFFSET)
 
   def run(self, name: str):
     """The outputs of pass `name` (passes.py), on the host."""
-    m, v, x, y = self.model, self.variables, self.images, self.labels
+    if self.engine is not None and name in blockwise.PASSES:
+      return self.engine.run(name, self.genotype, self.seed, self.index, self.images, self.labels)
+    m, v, x, y = self.model, self._variables(), self.images, self.labels
     if name == 'static':
       return {**_counts(m, x.shape[1:]), 'l2_norm': passes_lib.l2_norms(v)}
     if name == 'syn':
@@ -166,10 +179,20 @@ def _sum_of(pass_name: str, key: str | None = None, sign: int = 1):
   return value
 
 
-def _entry(name, label, definition, sign, passes, value, fast=None) -> Metric:
+def _blockwise(name: str) -> Callable[..., Scorer]:
+  """make(config, skel, pieces) for `name` on the block engine (blockwise.py)."""
+
+  def make(config, skel: arch_lib.Skeleton, pieces: engine_lib.Pieces) -> Scorer:
+    score = score_all(config, skel, pieces, [name], engine='fast')
+    return lambda geno, index, images, labels: (score(geno, index, images, labels)[name], ())
+
+  return make
+
+
+def _entry(name, label, definition, sign, passes, value) -> Metric:
   engines = {'reference': _reference(name)}
-  if fast is not None:
-    engines['fast'] = fast
+  if set(passes) <= set(blockwise.PASSES):
+    engines['fast'] = _blockwise(name)
   return Metric(name, label, definition, sign, engines, tuple(passes), value)
 
 
@@ -344,20 +367,31 @@ def per_candidate(name: str) -> bool:
 
 
 def score_all(
-  config, skel: arch_lib.Skeleton, pieces: engine_lib.Pieces, names: Sequence[str]
+  config,
+  skel: arch_lib.Skeleton,
+  pieces: engine_lib.Pieces,
+  names: Sequence[str],
+  engine: str | None = None,
 ) -> Callable[..., dict[str, float]]:
   """score(geno, index, images, labels) -> {name: score}, each needed pass run once.
 
-  Whole-network reference path; fisher_potential here equals its engine's score.
+  With engine 'fast' (default: config.search.engine), the passes the block
+  engine runs go through it (compiles shared by every candidate), the others
+  (grasp, zen, zico, meco) through the whole network; 'reference': all whole.
   """
-  del pieces
+  engine = engine or config.search.engine
+  proxy_engine = None
+  if engine == 'fast':
+    impl = convs.resolve(config.search.conv_impl, jax.default_backend(), 'search.conv_impl')
+    proxy_engine = blockwise.ProxyEngine(skel, pieces, impl)
   metrics = [get(n) for n in names]
   for m in metrics:
     if m.value is None:
       raise ValueError(f'{m.name} ranks a pool of candidates, not one: it cannot be scored alone')
 
   def score(geno, index, images, labels) -> dict[str, float]:
-    return evaluate(Candidate.build(geno, skel, config.seed, index, images, labels), names)
+    candidate = Candidate.build(geno, skel, config.seed, index, images, labels, proxy_engine)
+    return evaluate(candidate, names)
 
   return score
 

@@ -79,25 +79,30 @@ def loss(model: nn.Module, variables, images, labels):
     params, layer_zeros, probe_zeros
   )
   weight_grads, layer_grads, probe_grads = grads
-  w = [k for _, k in taps.kernels(params)]
-  g = [k for _, k in taps.kernels(weight_grads)]
-  outputs = _by_path(taps.collect(sown[blocks.TAPS], blocks.LAYER_OUT))
-  cotangents = taps.collect(layer_grads, blocks.LAYER_OUT)
-  fisher_terms = [
-    _fan_in(taps.kernel_of(params, path)) * _layer_fisher(outputs[path], cot)
-    for path, cot in cotangents
-  ]
   inter = sown['intermediates']
   potential = [
     fisher.block_fisher(inter[b][blocks.PROBE][-1], probe_grads[b][blocks.PROBE])
     for b in (f'block_{i}' for i in range(len(inter)))
+  ]
+  terms = layer_terms(params, weight_grads, sown[blocks.TAPS], layer_grads)
+  return {**terms, 'fisher_potential': jnp.stack(potential)}
+
+
+def layer_terms(params, weight_grads, sown_taps, layer_grads) -> dict[str, jax.Array]:
+  """Per-layer grad_norm, snip, plain and fisher terms of one loss backward (any part of a net)."""
+  w = [k for _, k in taps.kernels(params)]
+  g = [k for _, k in taps.kernels(weight_grads)]
+  outputs = _by_path(taps.collect(sown_taps, blocks.LAYER_OUT))
+  cotangents = taps.collect(layer_grads, blocks.LAYER_OUT)
+  fisher_terms = [
+    _fan_in(taps.kernel_of(params, path)) * _layer_fisher(outputs[path], cot)
+    for path, cot in cotangents
   ]
   return {
     'grad_norm': jnp.stack([jnp.sqrt(jnp.sum(gi**2)) for gi in g]),
     'snip': jnp.stack([jnp.sum(jnp.abs(wi * gi)) for wi, gi in zip(w, g)]),
     'plain': jnp.stack([jnp.sum(wi * gi) for wi, gi in zip(w, g)]),
     'fisher': jnp.stack(fisher_terms),
-    'fisher_potential': jnp.stack(potential),
   }
 
 
@@ -128,8 +133,13 @@ def codes(model: nn.Module, variables, images):
   """
   variables = _cast(variables, network_dtype(images))
   _, sown = taps.forward(model, variables, images)
+  return relu_kernels(sown[blocks.TAPS])
+
+
+def relu_kernels(sown_taps) -> jax.Array:
+  """(R, N, N): C C^T + (1 - C)(1 - C)^T of each sown ReLU input, C = (input > 0)."""
   kernels = []
-  for _, x in taps.collect(sown[blocks.TAPS], blocks.RELU_IN):
+  for _, x in taps.collect(sown_taps, blocks.RELU_IN):
     c = (x.reshape(x.shape[0], -1) > 0).astype(jnp.float32)
     dot = functools.partial(jnp.dot, precision=lax.Precision.HIGHEST)
     kernels.append(dot(c, c.T) + dot(1 - c, (1 - c).T))
@@ -168,7 +178,11 @@ def syn(model: nn.Module, variables, image_shape: tuple[int, ...]):
       logits, _ = taps.forward(model, {'params': params}, ones, ())
     return jnp.sum(logits)
 
-  grads = jax.grad(total)(params)
+  return synflow_terms(params, jax.grad(total)(params))
+
+
+def synflow_terms(params, grads) -> jax.Array:
+  """Per-layer sum |W| * dR/d|W| (params already absolute)."""
   w, g = taps.kernels(params), taps.kernels(grads)
   return jnp.stack([jnp.sum(wi * gi) for (_, wi), (_, gi) in zip(w, g)])
 
@@ -268,7 +282,13 @@ def counts(model: nn.Module, image_shape: tuple[int, ...]) -> dict[str, float]:
   spec = jax.ShapeDtypeStruct((1, *image_shape), jnp.float32)
   shapes = jax.eval_shape(lambda x: _init_and_tap(model, x), spec)
   params, t = shapes
-  flops = 0
+  count = sum(math.prod(v.shape) for v in jax.tree.leaves(params))
+  return {'params': count / 1e6, 'flops': flops_of(params, t) / 1e6}
+
+
+def flops_of(params, sown_taps) -> int:
+  """tensorwatch's count of a batch-1 forward from its taps' shapes (see `counts`)."""
+  t, flops = sown_taps, 0
   for path, out in taps.collect(t, blocks.LAYER_OUT):
     kernel = taps.kernel_of(params, path)
     flops += math.prod(kernel.shape) * (math.prod(out.shape[1:3]) if len(out.shape) == 4 else 1)
@@ -278,8 +298,7 @@ def counts(model: nn.Module, image_shape: tuple[int, ...]) -> dict[str, float]:
   for _, x in taps.collect(t, blocks.POOL_IN):
     _, h, w, c = x.shape
     flops += c * (h + 1) * (w + 1)
-  count = sum(math.prod(v.shape) for v in jax.tree.leaves(params))
-  return {'params': count / 1e6, 'flops': flops / 1e6}
+  return flops
 
 
 def _init_and_tap(model, x):
