@@ -132,6 +132,8 @@ class Candidate:
       return jax.device_get(passes_lib.jitted('zen', m)(gaussian, x1, x2))
     if name == 'zico':  # B = 2: the batch's two halves (canonical: two full batches)
       half = x.shape[0] // 2
+      if half < 1:
+        raise ValueError(f'zico needs a batch of at least 2 (two halves); got {x.shape[0]}')
       grads = passes_lib.jitted('kernel_gradients', m)
       per_batch = [grads(v, x[:half], y[:half]), grads(v, x[half:], y[half:])]
       return np.asarray(_zico_sums(per_batch))

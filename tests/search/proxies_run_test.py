@@ -6,6 +6,8 @@ import json
 import numpy as np
 import pytest
 
+from bswap.scoring import engine
+from bswap.scoring import metrics
 from bswap.search import run as search
 from configs import cifar_400k
 
@@ -80,3 +82,18 @@ def test_bad_metric_lists_fail_before_writing(tmp_path, field, value, message):
   with pytest.raises(ValueError, match=message):
     search.run_search(config, str(tmp_path / 'out'))
   assert not (tmp_path / 'out').exists()
+
+
+def test_fisher_engine_and_proxy_engine_share_one_table_of_pieces(tmp_path):
+  # Ranked by fisher_potential on its engine, nwot recorded on the proxy engine: the two
+  # engines' compiled pieces live in one table, and their keys must not collide.
+  config = _config('fisher_potential', 'nwot', candidates=2)
+  result = search.search(config)
+  skel = search.skeleton(config)
+  data = search.data_lib.open_data(config)
+  images, labels = data.fisher_batch(config.search.batch_size, config.seed)
+  with engine.Pieces() as pieces:
+    alone = metrics.score_all(config, skel, pieces, ['nwot'])
+    for s in result.ranked:
+      assert s.recorded['nwot'] == alone(s.genotype, s.index, images, labels)['nwot']
+      assert len(s.block_scores) == skel.num_blocks

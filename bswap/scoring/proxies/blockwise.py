@@ -177,10 +177,10 @@ class ProxyEngine:
       xs.append(x)
       spec = engine_lib._spec(x)
       if kind == 'codes':
-        x, k = self._piece(('codes', module, spec), _codes_forward(module), v, x)(v, x)
+        x, k = self._piece(('proxy-codes', module, spec), _codes_forward(module), v, x)(v, x)
         kernels.append(k)
       else:
-        x = self._piece(('forward', module, spec), _forward(module), v, x)(v, x)
+        x = self._piece(('proxy-forward', module, spec), _forward(module), v, x)(v, x)
     xs.append(x)
     return xs, kernels
 
@@ -195,7 +195,8 @@ class ProxyEngine:
         fn = _jac_piece(module, is_head)
       else:
         fn = _loss_piece(module, is_block, is_head, synflow=kind == 'syn')
-      key = (kind, module, engine_lib._spec(x), engine_lib._spec(dy), is_head)
+      # Prefixed: the table is shared with the Fisher engine, whose keys are ('forward', ...).
+      key = (f'proxy-{kind}', module, engine_lib._spec(x), engine_lib._spec(dy), is_head)
       result = self._piece(key, fn, v, x, dy)(v, x, dy)
       if kind == 'jac':
         dy = result
@@ -244,9 +245,8 @@ class ProxyEngine:
     xs, x = [], ones
     for module, v in zip(modules[:-1], variables[:-1]):
       xs.append(x)
-      x = self._piece(('syn-forward', module, engine_lib._spec(x)), _syn_forward(module), v, x)(
-        v, x
-      )
+      key = ('proxy-syn-forward', module, engine_lib._spec(x))
+      x = self._piece(key, _syn_forward(module), v, x)(v, x)
     xs.append(x)
     return xs, []
 
