@@ -28,6 +28,7 @@ from collections.abc import Mapping
 from collections.abc import Sequence
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
@@ -127,7 +128,8 @@ class Candidate:
     if name == 'zen':
       k_weights, k1, k2 = jax.random.split(self.zen_key(), 3)
       dtype = passes_lib.network_dtype(x)
-      x1, x2 = (jax.random.normal(k, x.shape, dtype) for k in (k1, k2))
+      # Drawn in float32 whatever the dtype: float64 draws are other numbers.
+      x1, x2 = (jax.random.normal(k, x.shape, jnp.float32).astype(dtype) for k in (k1, k2))
       gaussian = passes_lib.gaussian_kernels(v, k_weights)
       return jax.device_get(passes_lib.jitted('zen', m)(gaussian, x1, x2))
     if name == 'zico':  # B = 2: the batch's two halves (canonical: two full batches)
