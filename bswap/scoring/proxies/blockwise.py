@@ -38,7 +38,6 @@ from bswap.nets import blocks
 from bswap.nets import models
 from bswap.scoring import engine as engine_lib
 from bswap.scoring import fisher
-from bswap.scoring.proxies import formulas
 from bswap.scoring.proxies import passes
 from bswap.scoring.proxies import taps
 
@@ -258,8 +257,3 @@ def _syn_forward(module):
       return _apply(module, v, x)[0]
 
   return forward
-
-
-def jacov_and_epe(jacobian, labels, num_classes):
-  """Both Jacobian proxies from one J (kept here so the engine's users need one import)."""
-  return formulas.jacov(jacobian), formulas.epe_nas(jacobian, labels, num_classes)
