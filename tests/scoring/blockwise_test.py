@@ -75,3 +75,38 @@ def test_engine_equals_reference_in_float64_on_resnet34(pieces):
   genotypes = sampler.sample(skel, 10_000_000, 2, seed=0, band=0.8, names=MENU).genotypes
   with jax.enable_x64(True):
     _compare(skel, genotypes, pieces)
+
+
+# float32 against float64, relative: 10x the largest difference measured on two WRN-16-2
+# genotypes at 32 px, batch 64 (docs/benchmarks.md, "float32 noise floor"); synflow runs in
+# float64 always and the counts read no activations.
+FLOAT32_RTOL = {
+  'fisher_potential': 3e-4,  # measured 2.8e-5
+  'grad_norm': 4e-4,  # 3.5e-5
+  'snip': 2e-4,  # 1.8e-5
+  'plain': 2e-4,  # 1.1e-5 (signed: also an absolute bound, below)
+  'fisher': 2e-4,  # 1.4e-5
+  'jacov': 3e-5,  # 2.3e-6
+  'epe_nas': 1e-2,  # 1.0e-3
+  'nwot': 1e-7,  # 6.4e-9
+  'synflow': 1e-12,  # 0: float64 always
+  'l2_norm': 1e-12,  # 0
+  'params': 0,
+  'flops': 0,
+}
+
+
+@pytest.mark.slow
+def test_float32_engine_is_within_the_measured_noise_floor_of_float64(pieces):
+  skel = arch.wrn_skeleton(10, 1, image_size=16)
+  genotypes = sampler.sample(skel, 30_000, 2, seed=1, band=0.5, names=MENU).genotypes
+  proxy_engine = blockwise.ProxyEngine(skel, pieces, 'fast')
+  x32, y = _batch(16, dtype=jnp.float32)
+  for i, geno in enumerate(genotypes):
+    f32 = metrics.evaluate(metrics.Candidate.build(geno, skel, 3, i, x32, y, proxy_engine), NAMES)
+    with jax.enable_x64(True):
+      x64 = x32.astype(jnp.float64)
+      f64 = metrics.evaluate(metrics.Candidate.build(geno, skel, 3, i, x64, y), NAMES)
+    for name in NAMES:
+      atol = FLOAT32_RTOL['plain'] * f64['snip'] if name == 'plain' else 0
+      np.testing.assert_allclose(f32[name], f64[name], rtol=FLOAT32_RTOL[name], atol=atol)
