@@ -4,6 +4,8 @@
       [--engine fast|reference] [--json FILE]
   python -m bswap.bench --arch resnet34 --budget 3000000 --candidates 20   # ImageNet, 224 px
   python -m bswap.bench --config=configs/cifar_400k.py --config.search.threads=1
+  python -m bswap.bench --metric synflow            # rank by another metric
+  python -m bswap.bench --metric fisher_potential,all   # rank by one, record every other
 
 It runs `bswap.search.run.search`, what the search stage runs, without writing
 the search's files. The config is --config's, or without one bswap's CIFAR-10
@@ -72,6 +74,12 @@ def _define_flags(args: list[str]) -> flags.FlagValues:
   define(flags.DEFINE_string, 'source', None, "data (default 'synthetic' without --config)")
   define(flags.DEFINE_integer, 'cutout', None, 'WRN: Cutout size (default 16)', lower_bound=0)
   define(flags.DEFINE_string, 'cache-dir', None, "compile cache; '' = none (default ~/.cache)")
+  define(
+    flags.DEFINE_string,
+    'metric',
+    None,
+    "NAME[,NAME...]: rank by the first, record the rest ('all': every other metric)",
+  )
   return fv
 
 
@@ -147,6 +155,10 @@ def bench_config(fv: flags.FlagValues):
     if section is None or path[-1] not in section:
       raise ValueError(f'--{flag} does not apply to this config (it has no {".".join(path)})')
     section[path[-1]] = value
+  if _flag('metric'):
+    first, *rest = [n.strip() for n in _flag('metric').split(',') if n.strip()]
+    config.search.metric = first
+    config.search.record_metrics = ','.join(rest)
   if config.data.source == 'synthetic':  # enough examples for any Fisher batch
     config.data.synthetic_size = max(config.search.batch_size, 256)
   return config
@@ -165,6 +177,7 @@ def run(config) -> dict:
     'device_count': jax.device_count(),
     'jax_version': jax.__version__,
     'metric': s.metric,
+    'record_metrics': s.record_metrics,
     'engine': s.engine,
     'conv_impl': s.conv_impl,
     'threads': s.threads,

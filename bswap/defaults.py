@@ -52,6 +52,13 @@ def search(budget: int) -> ml_collections.ConfigDict:
   s.max_draws = 100_000_000  # refuse budgets needing more sampler draws
   # The ranking metric (bswap/scoring/metrics.py), on one minibatch per candidate.
   s.metric = 'fisher_potential'
+  # Metrics recorded next to it, each a column of candidates.csv: '' (none), a
+  # comma list (e.g. 'synflow,jacov') or 'all' (every per-candidate metric).
+  s.record_metrics = ''
+  # metric='rank_aggregate': how the pool ranks of these metrics are combined
+  # ('log_rank', 'rank_sum' or 'vote'; bswap/scoring/proxies/aggregate.py).
+  s.aggregate = 'log_rank'
+  s.aggregate_metrics = 'synflow,jacov,snip'
   s.batch_size = 128
   # False: every candidate sees the same seeded batch (a fairer comparison).
   # True: a fresh batch per candidate, as the reference code does.

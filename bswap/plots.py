@@ -7,6 +7,7 @@ pays for it.
 from __future__ import annotations
 
 import io
+import math
 
 import matplotlib
 
@@ -19,8 +20,9 @@ STAGE_COLOURS = ('#4C72B0', '#DD8452', '#55A868', '#C44E52')
 
 
 def _scatter(ax, ranked, budget: float, band: float, label: str):
-  params = [s.params for s in ranked]
-  scores = [s.score for s in ranked]
+  finite = [s for s in ranked if math.isfinite(s.score)]  # a dead net's proxy may be NaN
+  params = [s.params for s in finite]
+  scores = [s.score for s in finite]
   ax.axvspan(budget * (1 - band), budget * (1 + band), color='0.94', zorder=0, label='budget band')
   ax.axvline(budget, color='0.6', linestyle='--', linewidth=1, zorder=1)
   ax.scatter(params, scores, s=10, alpha=0.6, color='0.35', label=f'{len(ranked)} candidates')
@@ -28,7 +30,7 @@ def _scatter(ax, ranked, budget: float, band: float, label: str):
   ax.scatter(
     [best.params], [best.score], s=160, marker='*', color='#C44E52', zorder=3, label='chosen'
   )
-  if min(scores) > 0:
+  if scores and min(scores) > 0:
     ax.set_yscale('log')
   ax.set_xlabel('parameters')
   ax.set_ylabel(label)
@@ -39,6 +41,11 @@ def _scatter(ax, ranked, budget: float, band: float, label: str):
 
 
 def _blocks(ax, best, label: str):
+  if not best.block_scores:  # a whole-network metric: nothing per block
+    ax.text(0.5, 0.5, f'{label} has no per-block scores', ha='center', va='center')
+    ax.set_axis_off()
+    ax.set_title(f'Chosen: {best.params:,} params, {best.macs:,} MACs, score {best.score:.4g}')
+    return
   skel = best.genotype.skeleton()
   stages = [slot.stage for slot in skel.slots]
   positions = range(len(best.block_scores))

@@ -10,6 +10,12 @@ pre-activated input); `PostActBlock` is ResNet-34's (the same branches with
 Every block sows its branch output (the Fisher probe) under 'intermediates'
 and marks it with `perturb`, so that `jax.grad` with respect to the
 'perturbations' collection gives dL/d(probe).
+
+The zero-cost proxies (`bswap.scoring.proxies`) read more: every conv output
+(sown under 'taps' and perturbed in 'layer_perturbations', for layer-level
+Fisher), every BN's input and output, every ReLU's input, and each block's
+output. Sowing and perturbing are no-ops unless the caller asks for those
+collections, so the networks compute exactly what they computed without them.
 """
 
 from __future__ import annotations
@@ -28,6 +34,23 @@ CONV_INIT = nn.initializers.variance_scaling(2.0, 'fan_out', 'normal')
 DENSE_INIT = nn.initializers.variance_scaling(1.0 / 3.0, 'fan_in', 'uniform')
 
 PROBE = 'probe'
+# Zero-cost proxy taps (bswap.scoring.proxies): collections and the names sown in them.
+TAPS = 'taps'
+LAYER_PERTURBATIONS = 'layer_perturbations'
+# Prefixed: a sown name may not be a submodule's name (e.g. the BN 'bn_in').
+LAYER_OUT = 'tap_layer_out'  # every conv's output, and the dense layer's (the logits)
+BN_IN, BN_OUT = 'tap_bn_in', 'tap_bn_out'
+RELU_IN = 'tap_relu_in'
+BLOCK_OUT = 'tap_block_out'  # a block's output, after the add (and a post-act block's ReLU)
+POOL_IN = 'tap_pool_in'  # the tensor entering global average pooling
+STEM_OUT = 'tap_stem_out'  # a pooling stem's output (a plain stem's is its conv's)
+
+
+def tap_layer_output(module: nn.Module, y: jax.Array) -> jax.Array:
+  """Mark a conv or dense output: perturbed (for dL/dy) and sown (for y)."""
+  y = module.perturb(LAYER_OUT, y, collection=LAYER_PERTURBATIONS)
+  module.sow(TAPS, LAYER_OUT, y)
+  return y
 
 
 def conv(features: int, kernel: int, stride: int = 1, groups: int = 1, impl='xla', name=None):
@@ -56,7 +79,8 @@ class Conv(nn.Module):
   def __call__(self, x):
     shape = (self.kernel, self.kernel, x.shape[-1] // self.groups, self.features)
     kernel = self.param('kernel', CONV_INIT, shape, jnp.float32)
-    return convs.conv2d(x, kernel.astype(x.dtype), self.stride, self.groups, self.impl)
+    y = convs.conv2d(x, kernel.astype(x.dtype), self.stride, self.groups, self.impl)
+    return tap_layer_output(self, y)
 
 
 def batch_norm(train: bool, name=None):
@@ -68,8 +92,22 @@ def batch_norm(train: bool, name=None):
   return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, name=name)
 
 
-def bn_relu(x, train: bool, name=None):
-  return nn.relu(batch_norm(train, name)(x))
+def norm(module: nn.Module, x, train: bool, name=None):
+  """`batch_norm` applied inside `module`, its input and output sown as taps."""
+  module.sow(TAPS, BN_IN, x)
+  y = batch_norm(train, name)(x)
+  module.sow(TAPS, BN_OUT, y)
+  return y
+
+
+def relu(module: nn.Module, x):
+  """ReLU applied inside `module`, its input sown as a tap (the activation code's source)."""
+  module.sow(TAPS, RELU_IN, x)
+  return nn.relu(x)
+
+
+def bn_relu(module: nn.Module, x, train: bool, name=None):
+  return relu(module, norm(module, x, train, name))
 
 
 class Unit(nn.Module):
@@ -86,7 +124,7 @@ class Unit(nn.Module):
     if t.is_standard_conv:
       return conv(self.out_ch, 3, self.stride, impl=impl, name='conv')(x)
     x = conv(c, 3, self.stride, t.groups(c), impl, name='grouped')(x)
-    x = bn_relu(x, train, name='bn')
+    x = bn_relu(self, x, train, name='bn')
     return conv(self.out_ch, 1, impl=impl, name='pointwise')(x)
 
 
@@ -103,9 +141,9 @@ class BasicBranch(nn.Module):
   def __call__(self, x, train: bool):
     t, impl = self.block_type, self.conv_impl
     x = Unit(t, self.out_ch, self.stride, impl, name='unit_a')(x, train)
-    x = bn_relu(x, train, name='bn_mid')
+    x = bn_relu(self, x, train, name='bn_mid')
     x = Unit(t, self.out_ch, conv_impl=impl, name='unit_b')(x, train)
-    return batch_norm(train, 'bn_out')(x) if self.final_norm else x
+    return norm(self, x, train, 'bn_out') if self.final_norm else x
 
 
 class BottleneckBranch(nn.Module):
@@ -122,11 +160,11 @@ class BottleneckBranch(nn.Module):
     t, impl = self.block_type, self.conv_impl
     m = self.out_ch // t.bottleneck
     x = conv(m, 1, impl=impl, name='reduce')(x)
-    x = bn_relu(x, train, name='bn_reduce')
+    x = bn_relu(self, x, train, name='bn_reduce')
     x = conv(m, 3, self.stride, t.groups(m), impl, name='grouped')(x)
-    x = bn_relu(x, train, name='bn_grouped')
+    x = bn_relu(self, x, train, name='bn_grouped')
     x = conv(self.out_ch, 1, impl=impl, name='expand')(x)
-    return batch_norm(train, 'bn_out')(x) if self.final_norm else x
+    return norm(self, x, train, 'bn_out') if self.final_norm else x
 
 
 BRANCHES = {menu.BASIC: BasicBranch, menu.BOTTLENECK: BottleneckBranch}
@@ -165,12 +203,15 @@ class PreActBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x, train: bool):
-    x_act = bn_relu(x, train, name='bn_in')
+    x_act = bn_relu(self, x, train, name='bn_in')
     branch = probed_branch(self, x_act, train, final_norm=False)
     if x.shape[-1] == self.out_ch and self.stride == 1:
-      return branch + x, branch
-    shortcut = conv(self.out_ch, 1, self.stride, impl=self.conv_impl, name='shortcut')
-    return branch + shortcut(x_act), branch
+      out = branch + x
+    else:
+      shortcut = conv(self.out_ch, 1, self.stride, impl=self.conv_impl, name='shortcut')
+      out = branch + shortcut(x_act)
+    self.sow(TAPS, BLOCK_OUT, out)
+    return out, branch
 
 
 class PostActBlock(nn.Module):
@@ -192,8 +233,10 @@ class PostActBlock(nn.Module):
     skip = x
     if x.shape[-1] != self.out_ch or self.stride != 1:
       skip = conv(self.out_ch, 1, self.stride, impl=self.conv_impl, name='downsample')(x)
-      skip = batch_norm(train, 'downsample_bn')(skip)
-    return nn.relu(branch + skip), branch
+      skip = norm(self, skip, train, 'downsample_bn')
+    out = relu(self, branch + skip)
+    self.sow(TAPS, BLOCK_OUT, out)
+    return out, branch
 
 
 def block_class(post_activation: bool) -> type[nn.Module]:

@@ -48,12 +48,14 @@ class PoolStem(nn.Module):
   @nn.compact
   def __call__(self, x, train: bool):
     x = blocks.conv(self.features, self.kernel, stride=2, name='conv')(x)
-    x = blocks.bn_relu(x, train, name='bn')
+    x = blocks.bn_relu(self, x, train, name='bn')
     # Padded with -inf, as PyTorch's MaxPool2d pads; the padding apart from the pool
     # (the same op) so that ONNX export (bswap/export.py), which replaces
     # nn.max_pool with its own, sees only 'VALID' and keyword arguments.
     x = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), constant_values=-jnp.inf)
-    return nn.max_pool(x, window_shape=(3, 3), strides=(2, 2), padding='VALID')
+    x = nn.max_pool(x, window_shape=(3, 3), strides=(2, 2), padding='VALID')
+    self.sow(blocks.TAPS, blocks.STEM_OUT, x)
+    return x
 
 
 class PreActHead(nn.Module):
@@ -63,7 +65,7 @@ class PreActHead(nn.Module):
 
   @nn.compact
   def __call__(self, x, train: bool):
-    return pool_and_classify(blocks.bn_relu(x, train, name='bn'), self.num_classes)
+    return pool_and_classify(self, blocks.bn_relu(self, x, train, name='bn'), self.num_classes)
 
 
 class PoolHead(nn.Module):
@@ -74,18 +76,20 @@ class PoolHead(nn.Module):
   @nn.compact
   def __call__(self, x, train: bool):
     del train
-    return pool_and_classify(x, self.num_classes)
+    return pool_and_classify(self, x, self.num_classes)
 
 
-def pool_and_classify(x, num_classes: int):
-  """Global average pool, then a dense layer named 'dense' in the calling module.
+def pool_and_classify(module: nn.Module, x, num_classes: int):
+  """Global average pool, then a dense layer named 'dense' in the calling `module`.
 
   Dense init as SPEC section 2 gives it: weights Uniform(+-1/sqrt(fan_in)), bias
   0 (torchvision's ResNet draws its bias uniformly too; the bias never reaches a
   Fisher score, which is taken at the blocks).
   """
+  module.sow(blocks.TAPS, blocks.POOL_IN, x)
   x = jnp.mean(x, axis=(1, 2))
-  return nn.Dense(num_classes, kernel_init=blocks.DENSE_INIT, name='dense')(x)
+  logits = nn.Dense(num_classes, kernel_init=blocks.DENSE_INIT, name='dense')(x)
+  return blocks.tap_layer_output(module, logits)
 
 
 class _MixedNet(nn.Module):

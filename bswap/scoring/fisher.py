@@ -42,11 +42,10 @@ def zero_perturbations(model: nn.Module, variables, images: jax.Array):
 
   Built from the real batch: perturbations created at another batch size
   would broadcast and return the batch-summed gradient without any error.
+  In the probes' dtype: float32 zeros would round dL/dA to float32 under x64.
   """
   shapes = jax.eval_shape(lambda v, x: _forward(model, v, x)[1], variables, images)
-  return {
-    f'block_{b}': {blocks.PROBE: jnp.zeros(s.shape, jnp.float32)} for b, s in enumerate(shapes)
-  }
+  return {f'block_{b}': {blocks.PROBE: jnp.zeros(s.shape, s.dtype)} for b, s in enumerate(shapes)}
 
 
 def probe_gradients(model: nn.Module, variables, images, labels):

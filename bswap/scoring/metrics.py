@@ -2,29 +2,45 @@
 
 An entry gives the metric's name, a one-line definition with its citation,
 its sign (+1: a higher score predicts a better network, -1: a lower one), the
-label plots and logs use, and one scorer factory per engine:
+label plots and logs use, the passes it needs (bswap/scoring/proxies/passes.py)
+and one scorer factory per engine:
 
   make(config, skeleton, pieces) -> score(genotype, index, images, labels) -> (total, per_block)
 
 'fast' is the block-by-block engine (engine.py: compiles shared by every
 candidate, held in the search's `pieces`); 'reference' the plain
 whole-network path (one compile per candidate; the equivalence target of the
-tests). A new metric is one module with its functions and one entry here.
+tests). A metric without a 'fast' engine runs on its reference path.
+
+`score_all(config, skeleton, pieces, names)` scores a candidate by several
+metrics at once, running each pass they need once (one loss backward serves
+grad_norm, snip, plain, fisher and fisher_potential; one input-Jacobian pass
+jacov and epe_nas). The zero-cost proxies are defined in ../shared/PROXIES.md;
+`rank_aggregate` ranks a pool, not a candidate (proxies/aggregate.py).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from collections.abc import Mapping
+from collections.abc import Sequence
 
 import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
 
 from bswap.nets import arch as arch_lib
 from bswap.nets import convs
 from bswap.nets import models
+from bswap.nets import weights
 from bswap.scoring import engine as engine_lib
 from bswap.scoring import fisher
+from bswap.scoring.proxies import blockwise
+from bswap.scoring.proxies import formulas
+from bswap.scoring.proxies import passes as passes_lib
 
 Scorer = Callable[..., tuple[float, object]]
 
@@ -36,6 +52,9 @@ class Metric:
   definition: str  # one line, with its citation
   sign: int  # +1: higher predicts better; -1: lower does
   engines: Mapping[str, Callable[..., Scorer]]  # engine name -> make(config, skeleton, pieces)
+  passes: tuple[str, ...] = ()  # what score_all runs for it (Candidate.run)
+  # (pass outputs, candidate) -> the score; None for a pool-level metric (rank_aggregate)
+  value: Callable[[Mapping[str, object], Candidate], float] | None = None
 
 
 def _fisher_fast(config, skel: arch_lib.Skeleton, pieces: engine_lib.Pieces) -> Scorer:
@@ -56,19 +75,341 @@ def _fisher_reference(config, skel: arch_lib.Skeleton, pieces: engine_lib.Pieces
   return score
 
 
-METRICS = {
-  'fisher_potential': Metric(
+# Candidate: the inputs of every pass --------------------------------------------------------
+
+# A part index past the head's (B + 1): zen's Gaussian kernels and inputs come
+# from this candidate's key, apart from its initial weights.
+_ZEN_PART_OFFSET = 2
+
+
+@dataclasses.dataclass
+class Candidate:
+  """One genotype, initialised by the seed contract, and the batch it is scored on."""
+
+  model: object
+  variables: dict
+  images: jax.Array
+  labels: jax.Array
+  seed: int
+  index: int
+  skeleton: arch_lib.Skeleton
+  genotype: object = None
+  # The block engine, for the passes it runs (blockwise.PASSES); None: whole network.
+  engine: blockwise.ProxyEngine | None = None
+
+  @classmethod
+  def build(cls, geno, skel: arch_lib.Skeleton, seed: int, index: int, images, labels, engine=None):
+    model = models.build(geno, skel.num_classes)
+    variables = None if engine else models.init_variables(model, seed, index, skel.image_size)
+    return cls(model, variables, images, labels, seed, index, skel, geno, engine)
+
+  def _variables(self):
+    if self.variables is None:  # the engine draws its own per part; the whole net's on demand
+      self.variables = models.init_variables(
+        self.model, self.seed, self.index, self.skeleton.image_size
+      )
+    return self.variables
+
+  def zen_key(self) -> jax.Array:
+    return weights.part_key(self.seed, self.index, self.skeleton.num_blocks + _ZEN_PART_OFFSET)
+
+  def run(self, name: str):
+    """The outputs of pass `name` (passes.py), on the host."""
+    if self.engine is not None and name in blockwise.PASSES:
+      return self.engine.run(name, self.genotype, self.seed, self.index, self.images, self.labels)
+    m, v, x, y = self.model, self._variables(), self.images, self.labels
+    if name == 'static':
+      return {**_counts(m, x.shape[1:]), 'l2_norm': passes_lib.l2_norms(v)}
+    if name == 'syn':
+      with jax.enable_x64(True):  # synflow's products overflow float32 (PROXIES.md 1)
+        return np.asarray(passes_lib.jitted('syn', m)(v, x.shape))
+    if name == 'meco':
+      return jax.device_get(passes_lib.jitted('meco', m)(v, x[:1]))
+    if name == 'zen':
+      k_weights, k1, k2 = jax.random.split(self.zen_key(), 3)
+      dtype = passes_lib.network_dtype(x)
+      # Drawn in float32 whatever the dtype: float64 draws are other numbers.
+      x1, x2 = (jax.random.normal(k, x.shape, jnp.float32).astype(dtype) for k in (k1, k2))
+      gaussian = passes_lib.gaussian_kernels(v, k_weights)
+      return jax.device_get(passes_lib.jitted('zen', m)(gaussian, x1, x2))
+    if name == 'zico':  # B = 2: the batch's two halves (canonical: two full batches)
+      half = x.shape[0] // 2
+      if half < 1:
+        raise ValueError(f'zico needs a batch of at least 2 (two halves); got {x.shape[0]}')
+      grads = passes_lib.jitted('kernel_gradients', m)
+      per_batch = [grads(v, x[:half], y[:half]), grads(v, x[half:], y[half:])]
+      return np.asarray(_zico_sums(per_batch))
+    if name in ('jac', 'codes'):
+      return np.asarray(passes_lib.jitted(name, m)(v, x))
+    return jax.device_get(passes_lib.jitted(name, m)(v, x, y))  # loss, hvp
+
+
+@functools.lru_cache(maxsize=256)
+def _counts(model, image_shape: tuple[int, ...]) -> dict:
+  return passes_lib.counts(model, image_shape)
+
+
+_zico_sums = jax.jit(passes_lib.zico_sums)
+
+
+# The registry ----------------------------------------------------------------------------
+
+
+def _reference(name: str) -> Callable[..., Scorer]:
+  """make(config, skel, pieces) for `name` on the whole-network path."""
+
+  def make(config, skel: arch_lib.Skeleton, pieces: engine_lib.Pieces) -> Scorer:
+    del pieces  # one compile per candidate and pass, cached per architecture
+
+    def score(geno, index, images, labels):
+      candidate = Candidate.build(geno, skel, config.seed, index, images, labels)
+      outputs = {p: candidate.run(p) for p in METRICS[name].passes}
+      per_block = ()
+      if name == 'fisher_potential':
+        per_block = np.asarray(outputs['loss']['fisher_potential'], np.float64)
+      return METRICS[name].value(outputs, candidate), per_block
+
+    return score
+
+  return make
+
+
+def _sum_of(pass_name: str, key: str | None = None, sign: int = 1):
+  def value(outputs, candidate):
+    del candidate
+    out = outputs[pass_name] if key is None else outputs[pass_name][key]
+    return sign * float(np.sum(np.asarray(out, np.float64)))
+
+  return value
+
+
+def _blockwise(name: str) -> Callable[..., Scorer]:
+  """make(config, skel, pieces) for `name` on the block engine (blockwise.py)."""
+
+  def make(config, skel: arch_lib.Skeleton, pieces: engine_lib.Pieces) -> Scorer:
+    score = score_all(config, skel, pieces, [name], engine='fast')
+    return lambda geno, index, images, labels: (score(geno, index, images, labels)[name], ())
+
+  return make
+
+
+def _entry(name, label, definition, sign, passes, value) -> Metric:
+  engines = {'reference': _reference(name)}
+  if set(passes) <= set(blockwise.PASSES):
+    engines['fast'] = _blockwise(name)
+  return Metric(name, label, definition, sign, engines, tuple(passes), value)
+
+
+_ENTRIES = [
+  # name, label, definition (citation), sign, passes, value
+  (
     'fisher_potential',
     'Fisher potential',
     'Sum over blocks of the Fisher saliency of the residual branch output at '
     'initialisation (Turner et al. 2020, after Theis et al. 2018); SPEC section 4',
     +1,
-    {'fast': _fisher_fast, 'reference': _fisher_reference},
+    ('loss',),
+    _sum_of('loss', 'fisher_potential'),
   ),
+  (
+    'grad_norm',
+    'grad norm',
+    'Sum over conv/dense layers of the Frobenius norm of dL/dW (Abdelfattah et al. 2021)',
+    +1,
+    ('loss',),
+    _sum_of('loss', 'grad_norm'),
+  ),
+  (
+    'snip',
+    'SNIP',
+    'Sum over conv/dense weights of |W * dL/dW|, connection sensitivity (Lee et al. 2019)',
+    +1,
+    ('loss',),
+    _sum_of('loss', 'snip'),
+  ),
+  (
+    'plain',
+    'plain',
+    'Sum over conv/dense weights of W * dL/dW, signed (Abdelfattah et al. 2021); '
+    'observed to correlate negatively',
+    +1,
+    ('loss',),
+    _sum_of('loss', 'plain'),
+  ),
+  (
+    'fisher',
+    'Fisher (layer)',
+    'Sum over conv/dense outputs of fan_in times the channel Fisher saliency '
+    '(Theis et al. 2018 as in Abdelfattah et al. 2021 / NASLib)',
+    +1,
+    ('loss',),
+    _sum_of('loss', 'fisher'),
+  ),
+  (
+    'grasp',
+    'GraSP',
+    "Minus sum over conv/dense weights of W * (H g), g = dL/dW (Wang et al. 2020, NASLib's sign)",
+    +1,
+    ('hvp',),
+    _sum_of('hvp', sign=-1),
+  ),
+  (
+    'synflow',
+    'synflow',
+    'Synaptic flow of the |weights|, BN-free network on an all-ones image, float64 '
+    '(Tanaka et al. 2020); raw S, not ln S',
+    +1,
+    ('syn',),
+    _sum_of('syn'),
+  ),
+  (
+    'jacov',
+    'jacov',
+    'Minus sum of ln(l + k) + 1/(l + k) over eigenvalues of the input-Jacobian correlation '
+    '(Mellor et al. 2021, as in Abdelfattah et al. 2021)',
+    +1,
+    ('jac',),
+    lambda out, cand: formulas.jacov(out['jac']),
+  ),
+  (
+    'epe_nas',
+    'EPE-NAS',
+    'Per-class input-Jacobian decorrelation (Lopes et al. 2021)',
+    +1,
+    ('jac',),
+    lambda out, cand: formulas.epe_nas(
+      out['jac'], np.asarray(cand.labels), cand.skeleton.num_classes
+    ),
+  ),
+  (
+    'nwot',
+    'NWOT',
+    'ln|det| of the Hamming kernel of ReLU activation codes over the batch (Mellor et al. 2021)',
+    +1,
+    ('codes',),
+    lambda out, cand: formulas.nwot(out['codes']),
+  ),
+  (
+    'zen',
+    'Zen',
+    'ln of the pre-pool response to an input perturbation of N(0,1)-weight net, plus BN '
+    'variances (Lin et al. 2021)',
+    +1,
+    ('zen',),
+    lambda out, cand: formulas.zen(*out['zen']),
+  ),
+  (
+    'zico',
+    'ZiCo',
+    'Sum over layers of ln sum mean|g| / std(g) across two batches (Li et al. 2023)',
+    +1,
+    ('zico',),
+    lambda out, cand: formulas.zico(out['zico']),
+  ),
+  (
+    'meco',
+    'MeCo',
+    'Sum over feature maps of one image of the smallest channel-correlation eigenvalue '
+    '(Jiang et al. 2023)',
+    +1,
+    ('meco',),
+    lambda out, cand: formulas.meco(out['meco']),
+  ),
+  (
+    'l2_norm',
+    'L2 norm',
+    'Sum over conv/dense layers of the Frobenius norm of the initial weights '
+    '(Abdelfattah et al. 2021)',
+    +1,
+    ('static',),
+    _sum_of('static', 'l2_norm'),
+  ),
+  (
+    'params',
+    'params (M)',
+    'Trainable parameters / 1e6 (NAS-Bench-Suite-Zero, Krishnakumar et al. 2022)',
+    +1,
+    ('static',),
+    lambda out, cand: out['static']['params'],
+  ),
+  (
+    'flops',
+    'FLOPs (M)',
+    "tensorwatch's op count of a batch-1 forward / 1e6 (NAS-Bench-Suite-Zero)",
+    +1,
+    ('static',),
+    lambda out, cand: out['static']['flops'],
+  ),
+]
+
+METRICS = {
+  name: _entry(name, label, definition, sign, passes, value)
+  for name, label, definition, sign, passes, value in _ENTRIES
 }
+METRICS['fisher_potential'] = dataclasses.replace(
+  METRICS['fisher_potential'],
+  engines={'fast': _fisher_fast, 'reference': _fisher_reference},
+)
+METRICS['rank_aggregate'] = Metric(
+  'rank_aggregate',
+  'rank aggregate',
+  'Aggregate of the pool ranks of config.search.aggregate_metrics by config.search.aggregate '
+  '(log_rank: AZ-NAS, Lee and Ham 2024); a pool-level score',
+  +1,
+  {},
+)
+ALIASES = {'jacob_cov': 'jacov'}
+# The NAS-Bench-Suite-Zero 13 (NASLib's keys).
+NB_ZERO = (
+  'epe_nas fisher flops grad_norm grasp jacov l2_norm nwot params plain snip synflow zen'.split()
+)
+
+
+def per_candidate(name: str) -> bool:
+  """Whether `name` scores one candidate (every metric but the pool-level rank_aggregate)."""
+  return get(name).value is not None
+
+
+def score_all(
+  config,
+  skel: arch_lib.Skeleton,
+  pieces: engine_lib.Pieces,
+  names: Sequence[str],
+  engine: str | None = None,
+) -> Callable[..., dict[str, float]]:
+  """score(geno, index, images, labels) -> {name: score}, each needed pass run once.
+
+  With engine 'fast' (default: config.search.engine), the passes the block
+  engine runs go through it (compiles shared by every candidate), the others
+  (grasp, zen, zico, meco) through the whole network; 'reference': all whole.
+  """
+  engine = engine or config.search.engine
+  proxy_engine = None
+  if engine == 'fast':
+    impl = convs.resolve(config.search.conv_impl, jax.default_backend(), 'search.conv_impl')
+    proxy_engine = blockwise.ProxyEngine(skel, pieces, impl)
+  metrics = [get(n) for n in names]
+  for m in metrics:
+    if m.value is None:
+      raise ValueError(f'{m.name} ranks a pool of candidates, not one: it cannot be scored alone')
+
+  def score(geno, index, images, labels) -> dict[str, float]:
+    candidate = Candidate.build(geno, skel, config.seed, index, images, labels, proxy_engine)
+    return evaluate(candidate, names)
+
+  return score
+
+
+def evaluate(candidate: Candidate, names: Sequence[str]) -> dict[str, float]:
+  """{name: score} of one candidate, every pass the metrics need run once."""
+  metrics = [get(n) for n in names]
+  needed = dict.fromkeys(p for m in metrics for p in m.passes)
+  outputs = {p: candidate.run(p) for p in needed}
+  return {m.name: float(m.value(outputs, candidate)) for m in metrics}
 
 
 def get(name: str) -> Metric:
+  name = ALIASES.get(name, name)
   if name not in METRICS:
     raise ValueError(
       f'--config.search.metric={name!r} is unknown; choose one of {", ".join(METRICS)}'
@@ -80,6 +421,14 @@ def make_scorer(config, skel: arch_lib.Skeleton, pieces: engine_lib.Pieces) -> S
   """The scorer of config.search.metric on config.search.engine."""
   metric = get(config.search.metric)
   engine = config.search.engine
+  if engine == 'fast' and metric.engines and engine not in metric.engines:
+    logging.info('%s has no block-by-block engine yet: scoring whole networks', metric.name)
+    engine = 'reference'
+  if not metric.engines:
+    raise ValueError(
+      f'--config.search.metric={metric.name} ranks the whole pool; the search computes it '
+      'from config.search.aggregate_metrics after scoring'
+    )
   if engine not in metric.engines:
     raise ValueError(
       f'--config.search.engine={engine!r} cannot score {metric.name}; choose one of '
@@ -88,20 +437,57 @@ def make_scorer(config, skel: arch_lib.Skeleton, pieces: engine_lib.Pieces) -> S
   return metric.engines[engine](config, skel, pieces)
 
 
-def score_all(config, skel: arch_lib.Skeleton, pieces: engine_lib.Pieces, names):
-  """score(geno, index, images, labels) -> {name: total} for every metric in `names`.
+def split_names(text: str, flag: str) -> tuple[str, ...]:
+  """Metric names from a comma list ('all': every per-candidate metric), checked."""
+  text = text.strip()
+  if text == 'all':
+    return tuple(n for n in METRICS if per_candidate(n))
+  names = tuple(dict.fromkeys(ALIASES.get(n, n) for n in (t.strip() for t in text.split(',')) if n))
+  unknown = [n for n in names if n not in METRICS]
+  if unknown:
+    raise ValueError(
+      f'--config.search.{flag} names unknown metrics {", ".join(unknown)}; '
+      f"choose from {', '.join(METRICS)} (or 'all')"
+    )
+  return names
 
-  Each metric on config.search.engine where it has that engine, else on its
-  first. (A minimal version; the proxies work supplies the shared-pass one.)
+
+def recorded_names(config) -> tuple[str, ...]:
+  """The metrics a search records next to its ranking one (config.search.record_metrics)."""
+  names = split_names(config.search.record_metrics, 'record_metrics')
+  return tuple(n for n in names if n != get(config.search.metric).name)
+
+
+def aggregate_members(config) -> tuple[str, ...]:
+  """The metrics rank_aggregate combines, when the search ranks or records it; else ()."""
+  s = config.search
+  if 'rank_aggregate' not in (get(s.metric).name, *recorded_names(config)):
+    return ()
+  members = split_names(s.aggregate_metrics, 'aggregate_metrics')
+  if not members or not all(per_candidate(n) for n in members):
+    raise ValueError(
+      f'--config.search.aggregate_metrics={s.aggregate_metrics!r} must list per-candidate '
+      'metrics, e.g. synflow,jacov,snip'
+    )
+  return members
+
+
+def search_scorer(config, skel: arch_lib.Skeleton, pieces: engine_lib.Pieces):
+  """score(geno, index, images, labels) -> (total, per_block, {recorded name: score}).
+
+  The ranking metric on its configured engine; the recorded ones (and
+  rank_aggregate's members) by `score_all` in one call. A pool-level ranking
+  metric returns total NaN, filled in once the pool is scored.
   """
-  scorers = {}
-  for name in names:
-    metric = get(name)
-    engine = config.search.engine if config.search.engine in metric.engines else None
-    make = metric.engines[engine or next(iter(metric.engines))]
-    scorers[name] = make(config, skel, pieces)
+  ranking = get(config.search.metric)
+  others = [n for n in (*recorded_names(config), *aggregate_members(config)) if per_candidate(n)]
+  others = list(dict.fromkeys(n for n in others if n != ranking.name))
+  rank = make_scorer(config, skel, pieces) if per_candidate(ranking.name) else None
+  rest = score_all(config, skel, pieces, others) if others else None
 
-  def score(geno, index, images, labels) -> dict[str, float]:
-    return {name: float(s(geno, index, images, labels)[0]) for name, s in scorers.items()}
+  def score(geno, index, images, labels):
+    total, per_block = rank(geno, index, images, labels) if rank else (float('nan'), ())
+    recorded = rest(geno, index, images, labels) if rest else {}
+    return total, per_block, recorded
 
   return score

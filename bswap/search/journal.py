@@ -34,6 +34,7 @@ def _line(s: record_lib.Scored) -> str:
     'macs': s.macs,
     'score': s.score,
     'block_scores': list(s.block_scores),
+    'recorded': s.recorded,
   }
   return json.dumps(entry) + '\n'
 
@@ -46,17 +47,21 @@ def _scored(entry: dict, source: str) -> record_lib.Scored:
     int(entry['macs']),
     float(entry['score']),
     tuple(float(x) for x in entry['block_scores']),
+    {name: float(value) for name, value in entry.get('recorded', {}).items()},
   )
 
 
 class Journal:
   """The scored candidates of one search, read back on a resume and appended as they finish."""
 
-  def __init__(self, workdir: str, config):
+  def __init__(self, workdir: str, config, recorded: tuple[str, ...] = ()):
+    """`recorded`: the metrics each candidate records besides the ranking one."""
     self.path = os.path.join(workdir, FILE)
     settings = record_lib.search_settings(config)
+    self.recorded = sorted(recorded)
     self.done: dict[int, record_lib.Scored] = {}
-    self._lines = [json.dumps({'settings': settings}) + '\n']
+    header = {'settings': settings, 'recorded': self.recorded}
+    self._lines = [json.dumps(header) + '\n']
     if os.path.exists(self.path):
       self._lines = self._read(config, self._lines)
     self._file = None  # opened by the first append: a search that fails first writes nothing
@@ -65,11 +70,19 @@ class Journal:
     text = files.read_text(self.path)
     rows = text.splitlines(keepends=True)
     try:
-      recorded = json.loads(rows[0])['settings']
+      first = json.loads(rows[0])
+      recorded = first['settings']
     except (IndexError, ValueError, KeyError, TypeError):
       logging.warning('Ignoring the unreadable search journal %s', self.path)
       return header
     changed = record_lib.settings_mismatches(recorded, config)
+    # Recorded metrics change candidates.csv, not the pick: a resume must still
+    # have every column for every candidate.
+    was = first.get('recorded', [])
+    if was != self.recorded:
+      changed.append(
+        f'recorded metrics: {",".join(was) or "none"} -> {",".join(self.recorded) or "none"}'
+      )
     if changed:
       raise ValueError(
         f'{self.path} is an unfinished search with other settings ({", ".join(changed)}); '

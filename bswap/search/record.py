@@ -37,6 +37,7 @@ class Scored:
   macs: int
   score: float  # by the search's ranking metric
   block_scores: tuple[float, ...]
+  recorded: dict[str, float] = dataclasses.field(default_factory=dict)  # record_metrics' scores
 
 
 def versions() -> dict[str, str]:
@@ -83,6 +84,8 @@ def search_settings(config) -> dict[str, Any]:
   }
   if 'macs' in constraints.names(config):
     settings.update(mac_budget=s.mac_budget, mac_band=s.mac_band)
+  if s.metric == 'rank_aggregate':
+    settings.update(aggregate=s.aggregate, aggregate_metrics=s.aggregate_metrics)
   return settings
 
 
@@ -99,6 +102,7 @@ class SearchRecord:
   acceptance: float
   settings: dict[str, Any]  # search_settings(config) of the search that chose it
   versions: dict[str, str] = dataclasses.field(default_factory=versions)
+  recorded: dict[str, float] = dataclasses.field(default_factory=dict)  # its other metrics
 
   @classmethod
   def of(cls, config, best: Scored, acceptance: float) -> SearchRecord:
@@ -111,6 +115,7 @@ class SearchRecord:
       best.index,
       acceptance,
       search_settings(config),
+      recorded=dict(best.recorded),
     )
 
   @property
@@ -131,6 +136,8 @@ class SearchRecord:
       'settings': self.settings,
       'versions': self.versions,
     }
+    if self.recorded:
+      record['recorded'] = self.recorded
     return json.dumps(record, indent=2) + '\n'
 
   @classmethod
@@ -148,6 +155,7 @@ class SearchRecord:
         float(data['acceptance']),
         dict(data['settings']),
         dict(data.get('versions', {})),
+        {k: float(v) for k, v in data.get('recorded', {}).items()},
       )
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
       raise ValueError(

@@ -8,7 +8,9 @@ writes to the workdir:
   best_genotype.json  the winner, its counts, score and per-block scores, and the
                       settings of the search (`record.SearchRecord`)
   best_genotype.csv   the winner in the reference code's CSV format
-  candidates.csv      every candidate, best first: rank,<metric>,params,macs,blocks
+  candidates.csv      every candidate, best first: rank,<metric>,<recorded metrics...>,
+                      params,macs,blocks (config.search.record_metrics; the params
+                      metric, in millions, is the column params_metric)
   search.png          params vs score, and the winner block by block
 
 `search(config)` does the same without writing (the benchmark times it). Files
@@ -38,6 +40,7 @@ from bswap.nets import arch as arch_lib
 from bswap.nets import genotype as genotype_lib
 from bswap.scoring import engine as engine_lib
 from bswap.scoring import metrics
+from bswap.scoring.proxies import aggregate
 from bswap.search import journal as journal_lib
 from bswap.search import memory
 from bswap.search import record as record_lib
@@ -109,9 +112,10 @@ def score_candidates(
 
   def one(item):
     i, geno = item
-    total, per_block = score(geno, i, *batch_of(i))
+    total, per_block, recorded = score(geno, i, *batch_of(i))
     count = accounting.count(geno, skel.image_size, skel.num_classes)
-    return Scored(i, geno, count.params, count.macs, float(total), tuple(map(float, per_block)))
+    per_block = tuple(map(float, per_block))
+    return Scored(i, geno, count.params, count.macs, float(total), per_block, recorded)
 
   done = {} if journal is None else journal.done
   todo = [item for item in items if item[0] not in done]
@@ -137,8 +141,45 @@ def score_candidates(
   return [done[i] if i in done else scored[i] for i, _ in items]
 
 
+def aggregate_pool(config, scored: list[Scored]) -> list[Scored]:
+  """rank_aggregate over the pool, as the score (if it ranks) or a recorded column."""
+  members = metrics.aggregate_members(config)
+  if not members:
+    return scored
+  ranking = metrics.get(config.search.metric).name
+  value_of = lambda s, n: s.score if n == ranking else s.recorded[n]
+  values = {n: [value_of(s, n) for s in scored] for n in members}
+  signs = {n: metrics.get(n).sign for n in members}
+  pooled = aggregate.rank_aggregate(values, signs, config.search.aggregate)
+  bad = {n: int(np.sum(~np.isfinite(v))) for n, v in values.items()}
+  for n, count in bad.items():
+    if count:
+      logging.warning('%d candidates have a non-finite %s: ranked last by rank_aggregate', count, n)
+  ranks_it = ranking == 'rank_aggregate'
+  out = []
+  for s, value in zip(scored, pooled):
+    recorded = {**s.recorded}
+    if ranks_it:
+      out.append(dataclasses.replace(s, score=float(value), recorded=recorded))
+    else:
+      recorded['rank_aggregate'] = float(value)
+      out.append(dataclasses.replace(s, recorded=recorded))
+  return out
+
+
 def rank(scored: list[Scored], metric: metrics.Metric) -> list[Scored]:
-  """Predicted best first (by the metric's sign); ties keep the order of proposal."""
+  """Predicted best first (by the metric's sign); ties keep the order of proposal.
+
+  A non-finite Fisher potential means broken data and stops the search; a
+  zero-cost proxy's NaN or infinity (a constant Jacobian row, a singular
+  activation kernel: PROXIES.md) is a verdict on the network, ranked last.
+  """
+  if metric.name != 'fisher_potential':
+    bad = [s for s in scored if not np.isfinite(s.score)]
+    if bad:
+      logging.warning('%d candidates have a non-finite %s: ranked last', len(bad), metric.name)
+    key = lambda s: (not np.isfinite(s.score), -metric.sign * np.nan_to_num(s.score), s.index)
+    return sorted(scored, key=key)
   for s in scored:
     if not np.isfinite(s.score):
       raise ValueError(
@@ -161,7 +202,7 @@ def search(config, pieces: engine_lib.Pieces | None = None, journal=None) -> Res
   with contextlib.ExitStack() as stack:
     if pieces is None:
       pieces = stack.enter_context(engine_lib.Pieces())
-    score = metrics.make_scorer(config, skel, pieces)
+    score = metrics.search_scorer(config, skel, pieces)
     batch_of = fisher_batches(config, data)
     threads = config.search.threads
     every = progress.every_seconds(config)
@@ -170,16 +211,24 @@ def search(config, pieces: engine_lib.Pieces | None = None, journal=None) -> Res
     )
     # Propose: genotypes inside the constraints (fails at once on an unreachable budget).
     outcome = strategies.get(config.search.strategy)(config, skel, score_all)
-  ranked = rank(outcome.scored, metric)
+  ranked = rank(aggregate_pool(config, outcome.scored), metric)
   return Result(ranked, outcome.acceptance, time.perf_counter() - start)
 
 
+# A recorded metric named like one of these (NASLib's 'params', in millions) gets '_metric'.
+_FIXED_COLUMNS = ('rank', 'params', 'macs', 'blocks')
+
+
 def candidates_csv(ranked: list[Scored], metric: str) -> str:
+  """One row per candidate: rank, the ranking metric, each recorded metric, params, macs, blocks."""
   out = io.StringIO()
   writer = csv.writer(out, lineterminator='\n')
-  writer.writerow(['rank', metric, 'params', 'macs', 'blocks'])
+  recorded = list(ranked[0].recorded) if ranked else []
+  columns = [f'{n}_metric' if n in _FIXED_COLUMNS else n for n in recorded]
+  writer.writerow(['rank', metric, *columns, *_FIXED_COLUMNS[1:]])
   for r, s in enumerate(ranked, start=1):
-    writer.writerow([r, repr(s.score), s.params, s.macs, ' '.join(s.genotype.blocks)])
+    extra = [repr(s.recorded[n]) for n in recorded]
+    writer.writerow([r, repr(s.score), *extra, s.params, s.macs, ' '.join(s.genotype.blocks)])
   return out.getvalue()
 
 
@@ -209,7 +258,8 @@ def run_search(config, workdir: str) -> Scored:
   # Scored candidates go to a journal as they finish: a rerun resumes a killed search.
   journal = None
   if not files.is_url(workdir) and jax.process_index() == 0:
-    journal = journal_lib.Journal(workdir, config)
+    recorded = (*metrics.recorded_names(config), *metrics.aggregate_members(config))
+    journal = journal_lib.Journal(workdir, config, tuple(dict.fromkeys(recorded)))
   try:
     result = search(config, journal=journal)
     paths = write_outputs(config, workdir, result)

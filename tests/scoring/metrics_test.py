@@ -40,18 +40,27 @@ def _batch(dtype):
   return x, jnp.arange(8) % 10
 
 
-def test_every_metric_has_a_label_a_definition_a_sign_and_both_engines():
+def test_every_metric_has_a_label_a_definition_a_sign_and_a_reference_path():
   assert metrics.METRICS
   for name, metric in metrics.METRICS.items():
     assert metric.name == name and metrics.get(name) is metric
     assert metric.label and metric.definition and metric.sign in (1, -1)
-    assert set(metric.engines) == {'fast', 'reference'}
+    if metrics.per_candidate(name):
+      assert 'reference' in metric.engines and metric.passes
+  assert set(metrics.get('fisher_potential').engines) == {'fast', 'reference'}
+
+
+def test_the_registry_holds_nas_bench_suite_zeros_13_and_bswaps_own():
+  assert len(metrics.NB_ZERO) == 13
+  expected = {*metrics.NB_ZERO, 'zico', 'meco', 'fisher_potential', 'rank_aggregate'}
+  assert set(metrics.METRICS) == expected
+  assert metrics.get('jacob_cov') is metrics.get('jacov')  # Samsung's name
 
 
 def test_an_unknown_metric_names_the_flag_and_lists_the_metrics():
   with pytest.raises(ValueError) as error:
-    metrics.get('snip')
-  assert "--config.search.metric='snip' is unknown" in str(error.value)
+    metrics.get('snap')
+  assert "--config.search.metric='snap' is unknown" in str(error.value)
   assert all(name in str(error.value) for name in metrics.METRICS)
 
 

@@ -32,6 +32,19 @@ def test_a_journal_of_other_settings_is_refused_naming_them(tmp_path):
     journal_lib.Journal(str(tmp_path), config)
 
 
+def test_recorded_metrics_survive_a_resume_and_another_set_is_refused(tmp_path):
+  recorded = ('snip', 'synflow')
+  journal = journal_lib.Journal(str(tmp_path), _config(), recorded)
+  scores = {'snip': 1.5, 'synflow': float('nan')}
+  journal.append(record_lib.Scored(0, _genotype(), 1, 2, 0.5, (0.25, 0.25), scores))
+  journal.close()
+  back = journal_lib.Journal(str(tmp_path), _config(), recorded).done[0].recorded
+  assert back['snip'] == 1.5 and back['synflow'] != back['synflow']  # NaN read back as NaN
+  message = r'recorded metrics: snip,synflow -> snip\)'
+  with pytest.raises(ValueError, match=message):
+    journal_lib.Journal(str(tmp_path), _config(), ('snip',))
+
+
 def _genotype():
   return genotype_lib.uniform('Conv', 10, 2)
 

@@ -1,0 +1,259 @@
+"""Zero-cost proxies block by block, with compiles shared by every candidate.
+
+The same decomposition as `bswap.scoring.engine` (PROXIES.md section 8): a
+candidate is its parts (stem, blocks, head), each compiled once per (part
+module, input shape, dtype, pass) in the search's `Pieces`, so the number of
+compiles is bounded by the menu, the skeleton and the passes, not by the
+number of candidates. Each pass is
+
+  forward   x_{b+1} = part_b(x_b), saving each part's input
+  backward  from the head, (dL/dx_b, part b's per-layer terms) = piece_b(x_b, dL/dx_{b+1}),
+            recomputing the part's forward inside its piece (one forward more per part,
+            nothing held between pieces but the part inputs)
+
+  loss   (grad_norm, snip, plain, fisher, fisher_potential): weight, layer-output and
+         probe cotangents of the mean cross-entropy
+  syn    synflow: the same with |weights| in float64, BN removed, all-ones input, R = sum logits
+  jac    (jacov, epe_nas): input cotangents of sum(logits); J at the stem's input
+  codes  (nwot): each part's sum of ReLU Hamming kernels, on the forward sweep
+
+Per-layer terms are the reference path's (`passes.layer_terms`), so a total is
+the same sum in another order: equal to the reference within float rounding
+(float64: 1e-9 relative). l2_norm, params and flops need no pass: norms of the
+candidate's weights and counts cached per part shape. grasp (forward-over-
+reverse through the whole net), zen, zico and meco run on the reference path.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from bswap import losses
+from bswap.nets import blocks
+from bswap.nets import models
+from bswap.scoring import engine as engine_lib
+from bswap.scoring import fisher
+from bswap.scoring.proxies import passes
+from bswap.scoring.proxies import taps
+
+# The passes this engine runs, and the static pseudo-pass.
+PASSES = ('loss', 'syn', 'jac', 'codes', 'static')
+
+
+def _cast(v, dtype):
+  return jax.tree.map(lambda a: a.astype(dtype), v)
+
+
+def _apply(module, v, x, collections=()):
+  """(output, sown) of one part in training mode; a block's output drops its probe."""
+  out, state = module.apply(v, x, train=True, mutable=['batch_stats', *collections])
+  y = out[0] if isinstance(out, tuple) else out
+  return y, {c: state.get(c, {}) for c in collections}
+
+
+def _forward(module):
+  def forward(v, x):
+    return _apply(module, _cast(v, passes.network_dtype(x)), x)[0]
+
+  return forward
+
+
+def _codes_forward(module):
+  """(output, this part's summed ReLU kernel (N, N) in float32, exact)."""
+
+  def forward(v, x):
+    y, sown = _apply(module, _cast(v, passes.network_dtype(x)), x, (blocks.TAPS,))
+    if not taps.collect(sown[blocks.TAPS], blocks.RELU_IN):
+      return y, jnp.zeros((x.shape[0], x.shape[0]), jnp.float32)
+    return y, jnp.sum(passes.relu_kernels(sown[blocks.TAPS]), axis=0)
+
+  return forward
+
+
+def _zeros_like_perturbations(module, v, x, collection):
+  shapes = jax.eval_shape(
+    lambda v, x: module.apply(v, x, train=True, mutable=['batch_stats', collection])[1], v, x
+  )
+  return jax.tree.map(lambda s: jnp.zeros(s.shape, x.dtype), shapes[collection])
+
+
+def _loss_piece(module, is_block: bool, is_head: bool, synflow: bool = False):
+  """(v, x, dy or labels) -> (dL/dx, per-layer terms) of one part, its forward recomputed.
+
+  Loss mode: grad_norm/snip/plain/fisher terms (and the block's Fisher
+  potential). Synflow mode: |weights|, BN removed, R = sum of logits.
+  """
+
+  def piece(v, x, dy):
+    dtype = passes.network_dtype(x)
+    v = _cast(v, dtype)
+    if synflow:  # batch_stats kept for the shapes below; BN is removed from f
+      v = {**v, 'params': jax.tree.map(jnp.abs, v['params'])}
+    params = v['params']
+    lp = _zeros_like_perturbations(module, v, x, blocks.LAYER_PERTURBATIONS)
+    pp = _zeros_like_perturbations(module, v, x, 'perturbations') if is_block else {}
+
+    def f(params, x, lp, pp):
+      extra = {'perturbations': pp} if is_block else {}
+      full = {**v, 'params': params, blocks.LAYER_PERTURBATIONS: lp, **extra}
+      if synflow:
+        with taps.without_batch_norm():
+          return _apply(module, full, x, (blocks.TAPS, 'intermediates'))
+      return _apply(module, full, x, (blocks.TAPS, 'intermediates'))
+
+    y, pullback, sown = jax.vjp(f, params, x, lp, pp, has_aux=True)
+    if is_head:
+      labels = dy
+      cot = jnp.ones_like(y) if synflow else jax.grad(losses.cross_entropy)(y, labels)
+    else:
+      cot = dy
+    g_params, dx, g_layers, g_probe = pullback(cot)
+    if synflow:
+      return dx, {'synflow': passes.synflow_terms(params, g_params)}
+    terms = passes.layer_terms(params, g_params, sown[blocks.TAPS], g_layers)
+    if is_block:
+      probe = sown['intermediates'][blocks.PROBE][-1]
+      terms['fisher_potential'] = fisher.block_fisher(probe, g_probe[blocks.PROBE])[None]
+    return dx, terms
+
+  return piece
+
+
+def _jac_piece(module, is_head: bool):
+  """(v, x, dy) -> d(sum logits)/dx through one part (dy unused at the head)."""
+
+  def piece(v, x, dy):
+    v = _cast(v, passes.network_dtype(x))
+    y, pullback = jax.vjp(lambda x: _apply(module, v, x)[0], x)
+    (dx,) = pullback(jnp.ones_like(y) if is_head else dy)
+    return dx
+
+  return piece
+
+
+@functools.lru_cache(maxsize=4096)
+def _part_counts(module, shape: tuple[int, ...]) -> tuple[int, float]:
+  """(parameters, tensorwatch flops) of one part at batch 1, from shapes only."""
+  spec = jax.ShapeDtypeStruct((1, *shape), jnp.float32)
+
+  def init_and_tap(x):
+    v = module.init(jax.random.PRNGKey(0), x, train=False)
+    v = {k: v[k] for k in ('params', 'batch_stats') if k in v}
+    return v['params'], _apply(module, v, x, (blocks.TAPS,))[1][blocks.TAPS]
+
+  params, t = jax.eval_shape(init_and_tap, spec)
+  count = sum(math.prod(p.shape) for p in jax.tree.leaves(params))
+  return count, passes.flops_of(params, t)
+
+
+class ProxyEngine:
+  """Block-by-block proxies of one skeleton; compiled pieces shared across candidates."""
+
+  def __init__(self, skel, pieces: engine_lib.Pieces, conv_impl: str = 'fast'):
+    self.skeleton = skel
+    self.base = engine_lib.Engine(skel, pieces, conv_impl)
+    self.pieces = pieces
+
+  def _piece(self, key, fn, *args):
+    return self.pieces.get(key, lambda: jax.jit(fn).lower(*args).compile())
+
+  def _parts(self, geno, seed, index):
+    variables = self.base.variables(geno, seed, index)
+    modules = self.base._modules(geno)
+    return modules, variables
+
+  def _forward_sweep(self, modules, variables, images, kind='forward'):
+    """Each part's input, and the head's; with kind 'codes', each part's ReLU kernel (the
+    head's too) instead."""
+    xs, kernels, x = [], [], images
+    parts = zip(modules, variables) if kind == 'codes' else zip(modules[:-1], variables[:-1])
+    for module, v in parts:
+      xs.append(x)
+      spec = engine_lib._spec(x)
+      if kind == 'codes':
+        x, k = self._piece(('proxy-codes', module, spec), _codes_forward(module), v, x)(v, x)
+        kernels.append(k)
+      else:
+        x = self._piece(('proxy-forward', module, spec), _forward(module), v, x)(v, x)
+    xs.append(x)
+    return xs, kernels
+
+  def _backward_sweep(self, kind, modules, variables, xs, head_arg):
+    """[(part index, terms)] from the head back to the stem; kind 'loss', 'syn' or 'jac'."""
+    out, dy = [], head_arg
+    last = len(modules) - 1
+    for p in range(last, -1, -1):
+      module, v, x = modules[p], variables[p], xs[p]
+      is_block, is_head = 0 < p < last, p == last
+      if kind == 'jac':
+        fn = _jac_piece(module, is_head)
+      else:
+        fn = _loss_piece(module, is_block, is_head, synflow=kind == 'syn')
+      # Prefixed: the table is shared with the Fisher engine, whose keys are ('forward', ...).
+      key = (f'proxy-{kind}', module, engine_lib._spec(x), engine_lib._spec(dy), is_head)
+      result = self._piece(key, fn, v, x, dy)(v, x, dy)
+      if kind == 'jac':
+        dy = result
+      else:
+        dy, terms = result
+        out.append(terms)
+    return dy if kind == 'jac' else out
+
+  def run(self, name: str, geno, seed: int, index: int, images, labels):
+    """The outputs of pass `name` for candidate `index`, in the reference path's form."""
+    modules, variables = self._parts(geno, seed, index)
+    if name == 'static':
+      shapes = [s for *_, s in models.build_parts(geno, self.skeleton, named=False)]
+      counts = [_part_counts(m, s) for m, s in zip(modules, shapes)]
+      kernels = [k for v in variables for _, k in taps.kernels(v['params'])]
+      return {
+        'params': sum(c for c, _ in counts) / 1e6,
+        'flops': sum(f for _, f in counts) / 1e6,
+        'l2_norm': np.asarray([np.linalg.norm(np.asarray(k, np.float64)) for k in kernels]),
+      }
+    if name == 'codes':
+      _, kernels = self._forward_sweep(modules, variables, images, 'codes')
+      return np.stack([np.asarray(k) for k in kernels])
+    if name == 'jac':
+      xs, _ = self._forward_sweep(modules, variables, images)
+      j = self._backward_sweep('jac', modules, variables, xs, jnp.zeros((), images.dtype))
+      return np.asarray(j).reshape(images.shape[0], -1)
+    if name == 'syn':
+      with jax.enable_x64(True):
+        ones = jnp.ones((1, *images.shape[1:]), jnp.float64)
+        xs, _ = self._syn_forward(modules, variables, ones)
+        parts = self._backward_sweep('syn', modules, variables, xs, jnp.zeros((), jnp.float64))
+        return np.concatenate([np.asarray(t['synflow']) for t in parts])
+    if name == 'loss':
+      xs, _ = self._forward_sweep(modules, variables, images)
+      parts = self._backward_sweep('loss', modules, variables, xs, labels)
+      merged = {}
+      for terms in reversed(parts):  # stem first, as the parts are ordered
+        for k, v in terms.items():
+          merged.setdefault(k, []).append(np.asarray(v))
+      return {k: np.concatenate(v) for k, v in merged.items()}
+    raise ValueError(f'the block engine has no pass {name!r}; it runs {", ".join(PASSES)}')
+
+  def _syn_forward(self, modules, variables, ones):
+    """synflow's forward sweep: |weights|, BN removed, float64."""
+    xs, x = [], ones
+    for module, v in zip(modules[:-1], variables[:-1]):
+      xs.append(x)
+      key = ('proxy-syn-forward', module, engine_lib._spec(x))
+      x = self._piece(key, _syn_forward(module), v, x)(v, x)
+    xs.append(x)
+    return xs, []
+
+
+def _syn_forward(module):
+  def forward(v, x):
+    v = {'params': jax.tree.map(lambda a: jnp.abs(a.astype(x.dtype)), v['params'])}
+    with taps.without_batch_norm():
+      return _apply(module, v, x)[0]
+
+  return forward

@@ -1,0 +1,112 @@
+"""The block engine for proxies against the whole-network reference path (float64, 1e-9)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from bswap.nets import arch
+from bswap.scoring import engine
+from bswap.scoring import metrics
+from bswap.scoring.proxies import blockwise
+from bswap.search import sampler
+
+MENU = ('Conv', 'DConv', 'G8B2', 'ConvB2')  # dense, depthwise, grouped; basic and bottleneck
+NAMES = [
+  n
+  for n in metrics.METRICS
+  if metrics.per_candidate(n) and set(metrics.get(n).passes) <= set(blockwise.PASSES)
+]
+
+
+@pytest.fixture(scope='module')
+def pieces():
+  with engine.Pieces() as table:
+    yield table
+
+
+def _batch(size, n=8, dtype=jnp.float64):
+  x = jax.random.normal(jax.random.PRNGKey(1), (n, size, size, 3), dtype)
+  return x, jnp.arange(n) % 5  # repeated labels: epe_nas sees classes of 2
+
+
+def _compare(skel, genotypes, pieces, rtol=1e-9):
+  x, y = _batch(skel.image_size)
+  proxy_engine = blockwise.ProxyEngine(skel, pieces, 'fast')
+  for i, geno in enumerate(genotypes):
+    ref = metrics.evaluate(metrics.Candidate.build(geno, skel, 3, i, x, y), NAMES)
+    fast = metrics.evaluate(metrics.Candidate.build(geno, skel, 3, i, x, y, proxy_engine), NAMES)
+    for name in NAMES:
+      assert np.isfinite(ref[name]), name
+      np.testing.assert_allclose(fast[name], ref[name], rtol=rtol, err_msg=f'{name} {geno.blocks}')
+
+
+def test_every_block_decomposable_metric_has_the_fast_engine():
+  assert {'grad_norm', 'snip', 'plain', 'fisher', 'synflow', 'jacov', 'epe_nas', 'nwot'} <= set(
+    NAMES
+  )
+  for name in NAMES:
+    assert 'fast' in metrics.get(name).engines
+  assert 'fast' not in metrics.get('grasp').engines  # whole network: one compile per candidate
+
+
+def test_engine_equals_reference_in_float64_on_wrn(pieces):
+  skel = arch.wrn_skeleton(10, 1, image_size=16)
+  # One genotype here (the reference compiles every pass per genotype); ten under slow.
+  genotypes = sampler.sample(skel, 30_000, 1, seed=1, band=0.5, names=MENU).genotypes
+  with jax.enable_x64(True):
+    _compare(skel, genotypes, pieces)
+    compiled = len(pieces)
+    _compare(skel, genotypes, pieces)  # the same candidates again: nothing new to compile
+    assert len(pieces) == compiled
+
+
+@pytest.mark.slow
+def test_engine_equals_reference_in_float64_on_ten_wrn_genotypes(pieces):
+  skel = arch.wrn_skeleton(10, 2, image_size=16)
+  genotypes = sampler.sample(skel, 120_000, 10, seed=2, band=0.5, names=MENU).genotypes
+  with jax.enable_x64(True):
+    _compare(skel, genotypes, pieces)
+
+
+@pytest.mark.slow
+def test_engine_equals_reference_in_float64_on_resnet34(pieces):
+  skel = arch.resnet34_skeleton(image_size=32, num_classes=10)
+  genotypes = sampler.sample(skel, 10_000_000, 2, seed=0, band=0.8, names=MENU).genotypes
+  with jax.enable_x64(True):
+    _compare(skel, genotypes, pieces)
+
+
+# float32 against float64, relative: 10x the largest difference measured on two WRN-16-2
+# genotypes at 32 px, batch 64 (docs/benchmarks.md, "float32 noise floor"); synflow runs in
+# float64 always and the counts read no activations.
+FLOAT32_RTOL = {
+  'fisher_potential': 3e-4,  # measured 2.8e-5
+  'grad_norm': 4e-4,  # 3.5e-5
+  'snip': 2e-4,  # 1.8e-5
+  'plain': 2e-4,  # 1.1e-5 (signed: also an absolute bound, below)
+  'fisher': 2e-4,  # 1.4e-5
+  'jacov': 3e-5,  # 2.3e-6
+  'epe_nas': 1e-2,  # 1.0e-3
+  'nwot': 1e-7,  # 6.4e-9
+  'synflow': 1e-12,  # 0: float64 always
+  'l2_norm': 1e-12,  # 0
+  'params': 0,
+  'flops': 0,
+}
+
+
+@pytest.mark.slow
+def test_float32_engine_is_within_the_measured_noise_floor_of_float64(pieces):
+  skel = arch.wrn_skeleton(10, 1, image_size=16)
+  genotypes = sampler.sample(skel, 30_000, 2, seed=1, band=0.5, names=MENU).genotypes
+  proxy_engine = blockwise.ProxyEngine(skel, pieces, 'fast')
+  x32, y = _batch(16, dtype=jnp.float32)
+  for i, geno in enumerate(genotypes):
+    f32 = metrics.evaluate(metrics.Candidate.build(geno, skel, 3, i, x32, y, proxy_engine), NAMES)
+    with jax.enable_x64(True):
+      x64 = x32.astype(jnp.float64)
+      f64 = metrics.evaluate(metrics.Candidate.build(geno, skel, 3, i, x64, y), NAMES)
+    for name in NAMES:
+      atol = FLOAT32_RTOL['plain'] * f64['snip'] if name == 'plain' else 0
+      np.testing.assert_allclose(f32[name], f64[name], rtol=FLOAT32_RTOL[name], atol=atol)
