@@ -80,27 +80,41 @@ def score_candidates(
 ) -> list[Scored]:
   """Scores of `items`, (candidate index, genotype) pairs, in their order.
 
-  Progress: a bar on a terminal, else a line every `log_every` seconds.
+  A scorer with `score_chunk` (the batched engine) gets `score.chunk` items at
+  a time; any other one item at a time, on `threads` threads. Progress: a bar
+  on a terminal, else a line every `log_every` seconds.
   """
 
-  def one(item):
-    i, geno = item
-    total, per_block = score(geno, i, *batch_of(i))
+  def scored(i, geno, total, per_block):
     count = accounting.count(geno, skel.image_size, skel.num_classes)
     return Scored(i, geno, count.params, count.macs, float(total), tuple(map(float, per_block)))
 
+  def one(part):
+    return [scored(i, geno, *score(geno, i, *batch_of(i))) for i, geno in part]
+
+  def chunk(part):
+    results = score.score_chunk([(geno, i, *batch_of(i)) for i, geno in part])
+    return [scored(i, geno, *result) for (i, geno), result in zip(part, results)]
+
+  if hasattr(score, 'score_chunk'):
+    size = max(1, score.chunk)
+    work, threads = chunk, 1  # one chunk already fills the device
+    items = [items[start : start + size] for start in range(0, len(items), size)]
+  else:
+    work, items = one, [[item] for item in items]
   # Candidates in flight on several threads: XLA compiles and runs outside the
   # GIL, so one candidate's compile or single-threaded op overlaps another's.
   # map() keeps the order, and each score is independent of scheduling.
+  total = sum(map(len, items))
   with concurrent.futures.ThreadPoolExecutor(max(1, threads)) as pool:
-    results = pool.map(one, items)
-    shown = progress.Progress(len(items), desc='scoring', unit='candidate', every_seconds=log_every)
+    results = pool.map(work, items)
+    shown = progress.Progress(total, desc='scoring', unit='candidate', every_seconds=log_every)
     with shown:
-      scored = []
+      out = []
       for result in results:
-        scored.append(result)
-        shown.update(1)
-      return scored
+        out += result
+        shown.update(len(result))
+      return out
 
 
 def rank(scored: list[Scored], metric: metrics.Metric) -> list[Scored]:
