@@ -180,7 +180,7 @@ class Batched(engine_lib.Engine):
       groups = collections.defaultdict(list)  # block module -> members, first seen first
       for c in range(n):
         groups[modules[c][b]].append(c)
-      inputs.append(x)
+      inputs.append(_spec(x))  # the shape only: the activation itself can go
       y, level = None, []
       for module, members in groups.items():
         for start, bucket in _pieces(members, self.max_bucket):
