@@ -14,6 +14,7 @@
 #
 #   launch/accelerator_check.sh [--quick] [--dry-run] [--wheels DIR] [OUT_DIR]
 #
+# CHUNK=N (environment) sets the batched engine's --chunk (default: the config's).
 # --quick: tiny sizes (WRN-10-2 at 8 px, 4 candidates, smoke training), to check
 # the script itself on a CPU; --dry-run: print the plan and write a summary of
 # planned steps, running nothing. Each step has its own time limit, and the
@@ -119,9 +120,11 @@ step tests 150 "$PYTHON" -m pytest -q -p no:cacheprovider --junitxml="$OUT/tests
 for engine in fast batched; do
   cache="$OUT/cache_$engine"
   rm -rf "$cache"
+  chunk=()
+  [[ $engine == batched && -n "${CHUNK:-}" ]] && chunk=(--chunk "$CHUNK")
   for run in cold warm; do
-    step "bench_${engine}_$run" 90 "$PYTHON" -m bswap.bench "${BENCH[@]}" --engine "$engine" \
-      --cache-dir "$cache" --json "$OUT/bench_${engine}_$run.json"
+    step "bench_${engine}_$run" 90 "$PYTHON" -m bswap.bench "${BENCH[@]}" ${chunk[@]+"${chunk[@]}"} \
+      --engine "$engine" --cache-dir "$cache" --json "$OUT/bench_${engine}_$run.json"
   done
 done
 

@@ -41,6 +41,7 @@ def test_dry_run_prints_the_plan_and_a_summary_of_planned_steps(tmp_path):
   plan = [line for line in result.stdout.splitlines() if line.startswith('+ [')]
   assert [line[3:].split(',')[0] for line in plan] == STEPS
   assert '--candidates 1000 --budget 400000 --batch 128 --engine batched' in result.stdout
+  assert '--chunk' not in result.stdout
   assert '--config.train.dtype=bfloat16' in result.stdout
   assert summary['dry_run'] and list(summary['steps']) == STEPS
   assert {s['status'] for s in summary['steps'].values()} == {'planned'}
