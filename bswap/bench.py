@@ -1,7 +1,7 @@
 """Scoring benchmark: a whole search's data, sampling, init, compiles and scoring, timed.
 
   python -m bswap.bench --candidates 1000 --budget 400000 --batch 128 \
-      [--engine fast|reference] [--json FILE]
+      [--engine auto|fast|batched|reference] [--chunk N] [--json FILE]
   python -m bswap.bench --arch resnet34 --budget 3000000 --candidates 20   # ImageNet, 224 px
   python -m bswap.bench --config=configs/cifar_400k.py --config.search.threads=1
   python -m bswap.bench --metric synflow            # rank by another metric
@@ -38,11 +38,12 @@ from ml_collections import config_flags  # noqa: E402
 from bswap import defaults  # noqa: E402
 from bswap import files  # noqa: E402
 from bswap.nets import arch as arch_lib  # noqa: E402
+from bswap.scoring import metrics  # noqa: E402
 from bswap.search import memory  # noqa: E402
 from bswap.search import run as search_lib  # noqa: E402
 
 _CACHE_HIT_EVENT = '/jax/compilation_cache/cache_hits'
-ENGINES = ['fast', 'reference']
+ENGINES = ['auto', 'fast', 'batched', 'reference']
 IMPLS = ['auto', 'fast', 'xla']
 ARCHS = list(arch_lib.ARCHS)
 
@@ -61,7 +62,8 @@ def _define_flags(args: list[str]) -> flags.FlagValues:
   define(flags.DEFINE_integer, 'candidates', None, 'candidates (default 1000)', lower_bound=1)
   define(flags.DEFINE_integer, 'budget', None, 'parameter budget (default 400,000; ResNet-34: 3M)')
   define(flags.DEFINE_integer, 'batch', None, 'Fisher batch size (default 128)', lower_bound=1)
-  define(flags.DEFINE_enum, 'engine', None, 'scoring engine (default fast)', enum_values=ENGINES)
+  define(flags.DEFINE_enum, 'engine', None, 'scoring engine (default auto)', enum_values=ENGINES)
+  define(flags.DEFINE_integer, 'chunk', None, "candidates per 'batched' call", lower_bound=1)
   define(flags.DEFINE_enum, 'conv-impl', None, 'convolutions (default auto)', enum_values=IMPLS)
   define(flags.DEFINE_integer, 'threads', None, 'candidates scored concurrently', lower_bound=1)
   define(flags.DEFINE_boolean, 'low-memory', None, 'mmap large buffers: smaller peak, slower')
@@ -142,6 +144,7 @@ def bench_config(fv: flags.FlagValues):
     'candidates': ('search', 'num_candidates'),
     'batch': ('search', 'batch_size'),
     'engine': ('search', 'engine'),
+    'chunk': ('search', 'chunk'),
     'conv-impl': ('search', 'conv_impl'),
     'threads': ('search', 'threads'),
     'low-memory': ('search', 'low_memory'),
@@ -178,7 +181,8 @@ def run(config) -> dict:
     'jax_version': jax.__version__,
     'metric': s.metric,
     'record_metrics': s.record_metrics,
-    'engine': s.engine,
+    'engine': metrics.resolve_engine(config, jax.default_backend()),  # 'auto' resolved
+    'chunk': s.chunk,
     'conv_impl': s.conv_impl,
     'threads': s.threads,
     'low_memory': s.low_memory,

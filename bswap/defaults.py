@@ -64,8 +64,13 @@ def search(budget: int) -> ml_collections.ConfigDict:
   # True: a fresh batch per candidate, as the reference code does.
   s.fresh_batch_per_candidate = False
   # 'fast': block by block, compiles shared by all candidates (bswap/scoring/engine.py);
-  # 'reference': one whole-network compile per candidate.
-  s.engine = 'fast'
+  # 'batched': the same pieces vmapped over a chunk's candidates of one block type
+  # (bswap/scoring/batched.py); 'reference': one whole-network compile per candidate;
+  # 'auto': 'fast' on CPUs, 'batched' on GPUs and TPUs (docs/benchmarks.md).
+  s.engine = 'auto'
+  # 'batched': candidates scored together; bounds memory (each holds its saved
+  # activations: ~2 per block). Ignored by the other engines.
+  s.chunk = 32  # the H200 prototype vmapped 32
   # 'auto': bswap's faster grouped convolutions on CPUs, native ones elsewhere;
   # 'xla': native everywhere (bit-identical to the reference path); 'fast'.
   s.conv_impl = 'auto'
@@ -315,6 +320,7 @@ def imagenet_config(budget: int) -> ml_collections.ConfigDict:
   # At 224 px the convs already keep both cores of a 2-core CPU busy: a second
   # candidate in flight is no faster and needs more memory (docs/benchmarks.md).
   config.search.threads = 1
+  config.search.chunk = 8  # ~16x a WRN-40-2 candidate's activations each
   config.train = _imagenet_training()
   return config
 

@@ -6,12 +6,17 @@
 #
 #   launch/bench_train.sh [--dry-run] [-- EXTRA_FLAGS...]
 #
+# Environment: CONFIG (default configs/teacher_wrn40_2.py; a student config times
+# a student), SYNTHETIC_SIZE (default 50000), WORKDIR, PYTHON.
+#
 # e.g. launch/bench_train.sh -- --config.train.dtype=bfloat16 --config.train.steps_per_call=10
 # Target: at least 24,000 images/s on one H100 or H200.
 set -euo pipefail
 
 PYTHON="${PYTHON:-python3}"
 WORKDIR="${WORKDIR:-$(mktemp -d)/bench_train}"
+CONFIG="${CONFIG:-configs/teacher_wrn40_2.py}"
+SYNTHETIC_SIZE="${SYNTHETIC_SIZE:-50000}"
 DRY_RUN=0
 EXTRA=()
 while [[ $# -gt 0 ]]; do
@@ -23,19 +28,19 @@ while [[ $# -gt 0 ]]; do
   shift
 done
 
-cmd=("$PYTHON" -m bswap.main --config=configs/teacher_wrn40_2.py --workdir="$WORKDIR"
-  --config.data.source=synthetic --config.data.synthetic_size=50000
+cmd=("$PYTHON" -m bswap.main --config="$CONFIG" --workdir="$WORKDIR"
+  --config.data.source=synthetic --config.data.synthetic_size="$SYNTHETIC_SIZE"
   --config.train.epochs=2 --config.train.tensorboard=false
   --config.train.checkpoint_every_epochs=1000 ${EXTRA[@]+"${EXTRA[@]}"})
 echo "+ ${cmd[*]}"
 if [[ $DRY_RUN -eq 1 ]]; then exit 0; fi
 cd "$(dirname "$0")/.."
 "${cmd[@]}"
-"$PYTHON" - "$WORKDIR/teacher/metrics.jsonl" <<'PY'
+"$PYTHON" - "$WORKDIR"/*/metrics.jsonl <<'PY'
 import json
 import sys
 
-for line in open(sys.argv[1]):
+for line in open(sys.argv[-1]):
   r = json.loads(line)
   print(f"epoch {r['epoch']}: {r['images_per_sec']:,.0f} images/s (train loss {r['train_loss']:.3f})")
 PY

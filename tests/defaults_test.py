@@ -48,7 +48,9 @@ def test_the_search_defaults_name_registered_entries():
   assert metrics.get(config.search.metric).name == 'fisher_potential'
   assert strategies.get(config.search.strategy) is strategies.random
   assert constraints.names(config) == ('params',)
-  assert config.search.engine in metrics.get(config.search.metric).engines
+  engines = metrics.get(config.search.metric).engines
+  assert config.search.engine == 'auto'
+  assert {metrics.resolve_engine(config, p) for p in ('cpu', 'gpu', 'tpu')} <= set(engines)
   assert config.search.conv_impl == 'auto'
 
 

@@ -47,7 +47,7 @@ from bswap.nets import weights
 from bswap.scoring import fisher
 
 
-def _block_forward(module: nn.Module):
+def block_forward(module: nn.Module):
   """(variables, x) -> (y, probe, pullback); the pullback holds the residuals.
 
   The pullback maps dL/dy to (dL/dx, dL/dprobe): the probe's zero perturbation
@@ -75,19 +75,19 @@ def _block_forward(module: nn.Module):
   return forward
 
 
-def _block_backward(pullback, probe, dy):
+def block_backward(pullback, probe, dy):
   """(dL/dx, block Fisher) from the block's saved pullback and dL/dy."""
   dx, dprobe = pullback(dy)
   return dx, fisher.block_fisher(probe, dprobe)
 
 
-def _first_block_fisher(pullback, probe, dy):
+def first_block_fisher(pullback, probe, dy):
   """Block 0's Fisher term: its dL/dx is never needed, and jit prunes it."""
   _, dprobe = pullback(dy)
   return fisher.block_fisher(probe, dprobe)
 
 
-def _stem_forward(module: nn.Module):
+def stem_forward(module: nn.Module):
   """(variables, images) -> the stem's output (batch statistics in training mode)."""
 
   def forward(variables, images):
@@ -96,7 +96,7 @@ def _stem_forward(module: nn.Module):
   return forward
 
 
-def _head_gradient(module: nn.Module):
+def head_gradient(module: nn.Module):
   """(variables, x, labels) -> dL/dx for the mean cross-entropy of the head."""
 
   def loss(x, variables, labels):
@@ -182,15 +182,15 @@ class Engine:
       for _, module, part, shape in parts
     ]
 
-  def _modules(self, geno):
+  def modules(self, geno):
     parts = models.build_parts(geno, self.skeleton, named=False, conv_impl=self.conv_impl)
     return [module for _, module, _, _ in parts]
 
   def _stem(self, module, v, images):
-    return self._compiled(('stem', module, _spec(images)), _stem_forward(module), v, images)
+    return self._compiled(('stem', module, _spec(images)), stem_forward(module), v, images)
 
   def _forward(self, module, v, x):
-    return self._compiled(('forward', module, _spec(x)), _block_forward(module), v, x)
+    return self._compiled(('forward', module, _spec(x)), block_forward(module), v, x)
 
   def _backward(self, module, x, forward, first: bool):
     """The backward piece of a block (for `forward`'s outputs); block 0 needs no dL/dx.
@@ -207,9 +207,9 @@ class Engine:
       return compile_piece
 
     if not first:
-      return self.pieces.get(('backward', module, _spec(x)), build(_block_backward))
+      return self.pieces.get(('backward', module, _spec(x)), build(block_backward))
     if self.skeleton.post_activation:  # a ReLU lies between the probe and the output
-      return self.pieces.get(('first', module, _spec(x)), build(_first_block_fisher))
+      return self.pieces.get(('first', module, _spec(x)), build(first_block_fisher))
     # Pre-activation: the probe is added straight to the skip, dL/dprobe = dL/dy.
     # One piece per probe shape (batch, size, size, out_ch), whatever the block type.
     size = arch_lib.conv_out_size(x.shape[1], 3, module.stride)
@@ -218,7 +218,7 @@ class Engine:
 
   def _head(self, module, v, x, labels):
     key = ('head', module, _spec(x), _spec(labels))
-    return self._compiled(key, _head_gradient(module), v, x, labels)
+    return self._compiled(key, head_gradient(module), v, x, labels)
 
   def score(self, geno: genotype_lib.Genotype, seed: int, index: int, images, labels):
     """(total, per_block) Fisher potential, as numpy float values."""
@@ -229,7 +229,7 @@ class Engine:
   def score_async(self, geno, seed, index, images, labels) -> jax.Array:
     """Per-block scores as a device array, without waiting for the result."""
     variables = self.variables(geno, seed, index)
-    stem, *block_modules, head = self._modules(geno)
+    stem, *block_modules, head = self.modules(geno)
     # Forward: block by block, keeping each block's probe and pullback.
     x = self._stem(stem, variables[0], images)(variables[0], images)
     saved = []

@@ -8,9 +8,13 @@ and one scorer factory per engine:
   make(config, skeleton, pieces) -> score(genotype, index, images, labels) -> (total, per_block)
 
 'fast' is the block-by-block engine (engine.py: compiles shared by every
-candidate, held in the search's `pieces`); 'reference' the plain
-whole-network path (one compile per candidate; the equivalence target of the
-tests). A metric without a 'fast' engine runs on its reference path.
+candidate, held in the search's `pieces`); 'batched' the same pieces vmapped
+over a chunk of candidates, block type by block type (batched.py; its scorer
+also has `chunk` and `score_chunk(items)`, which the search uses); 'reference'
+the plain whole-network path (one compile per candidate; the equivalence
+target of the tests). 'auto' (`resolve_engine`) is 'fast' on CPUs and
+'batched' on GPUs and TPUs. A metric without a 'fast' engine runs on its
+reference path.
 
 `score_all(config, skeleton, pieces, names)` scores a candidate by several
 metrics at once, running each pass they need once (one loss backward serves
@@ -36,6 +40,7 @@ from bswap.nets import arch as arch_lib
 from bswap.nets import convs
 from bswap.nets import models
 from bswap.nets import weights
+from bswap.scoring import batched as batched_lib
 from bswap.scoring import engine as engine_lib
 from bswap.scoring import fisher
 from bswap.scoring.proxies import blockwise
@@ -61,6 +66,29 @@ def _fisher_fast(config, skel: arch_lib.Skeleton, pieces: engine_lib.Pieces) -> 
   impl = convs.resolve(config.search.conv_impl, jax.default_backend(), 'search.conv_impl')
   engine = engine_lib.Engine(skel, pieces, impl)
   return lambda geno, index, images, labels: engine.score(geno, config.seed, index, images, labels)
+
+
+class ChunkScorer:
+  """A scorer that also scores a chunk of candidates at once (`score_chunk`)."""
+
+  def __init__(self, engine: batched_lib.Batched, seed: int):
+    self.engine, self.seed = engine, seed
+
+  @property
+  def chunk(self) -> int:
+    return self.engine.chunk
+
+  def __call__(self, geno, index, images, labels):
+    return self.engine.score(geno, self.seed, index, images, labels)
+
+  def score_chunk(self, items) -> list[tuple[float, object]]:
+    """[(total, per_block)] of [(genotype, index, images, labels)], in their order."""
+    return self.engine.score_chunk(items, self.seed)
+
+
+def _fisher_batched(config, skel: arch_lib.Skeleton, pieces: engine_lib.Pieces) -> Scorer:
+  impl = convs.resolve(config.search.conv_impl, jax.default_backend(), 'search.conv_impl')
+  return ChunkScorer(batched_lib.Batched(skel, pieces, impl, config.search.chunk), config.seed)
 
 
 def _fisher_reference(config, skel: arch_lib.Skeleton, pieces: engine_lib.Pieces) -> Scorer:
@@ -348,7 +376,7 @@ METRICS = {
 }
 METRICS['fisher_potential'] = dataclasses.replace(
   METRICS['fisher_potential'],
-  engines={'fast': _fisher_fast, 'reference': _fisher_reference},
+  engines={'fast': _fisher_fast, 'batched': _fisher_batched, 'reference': _fisher_reference},
 )
 METRICS['rank_aggregate'] = Metric(
   'rank_aggregate',
@@ -383,9 +411,9 @@ def score_all(
   engine runs go through it (compiles shared by every candidate), the others
   (grasp, zen, zico, meco) through the whole network; 'reference': all whole.
   """
-  engine = engine or config.search.engine
+  engine = engine or resolve_engine(config, jax.default_backend())
   proxy_engine = None
-  if engine == 'fast':
+  if engine in ('fast', 'batched'):  # the proxies' block engine serves both
     impl = convs.resolve(config.search.conv_impl, jax.default_backend(), 'search.conv_impl')
     proxy_engine = blockwise.ProxyEngine(skel, pieces, impl)
   metrics = [get(n) for n in names]
@@ -417,10 +445,25 @@ def get(name: str) -> Metric:
   return METRICS[name]
 
 
-def make_scorer(config, skel: arch_lib.Skeleton, pieces: engine_lib.Pieces) -> Scorer:
-  """The scorer of config.search.metric on config.search.engine."""
-  metric = get(config.search.metric)
+def resolve_engine(config, platform: str) -> str:
+  """config.search.engine for a backend: 'auto' is 'fast' on CPUs, 'batched' elsewhere.
+
+  On a CPU one candidate at a time is fastest (vmapped convolutions over weight
+  sets become slower grouped ones there; docs/benchmarks.md); on a GPU or TPU
+  a chunk's candidates of one block type share each kernel launch. A metric
+  without a batched engine gets its fast one.
+  """
   engine = config.search.engine
+  if engine != 'auto':
+    return engine
+  metric = METRICS.get(config.search.metric)  # unknown: make_scorer names it
+  return 'batched' if platform != 'cpu' and metric and 'batched' in metric.engines else 'fast'
+
+
+def make_scorer(config, skel: arch_lib.Skeleton, pieces: engine_lib.Pieces) -> Scorer:
+  """The scorer of config.search.metric on config.search.engine (resolved for this backend)."""
+  metric = get(config.search.metric)
+  engine = resolve_engine(config, jax.default_backend())
   if engine == 'fast' and metric.engines and engine not in metric.engines:
     logging.info('%s has no block-by-block engine yet: scoring whole networks', metric.name)
     engine = 'reference'
@@ -432,7 +475,7 @@ def make_scorer(config, skel: arch_lib.Skeleton, pieces: engine_lib.Pieces) -> S
   if engine not in metric.engines:
     raise ValueError(
       f'--config.search.engine={engine!r} cannot score {metric.name}; choose one of '
-      f'{", ".join(metric.engines)}'
+      f'{", ".join(metric.engines)} or auto'
     )
   return metric.engines[engine](config, skel, pieces)
 
@@ -490,4 +533,11 @@ def search_scorer(config, skel: arch_lib.Skeleton, pieces: engine_lib.Pieces):
     recorded = rest(geno, index, images, labels) if rest else {}
     return total, per_block, recorded
 
+  if hasattr(rank, 'score_chunk'):  # the batched engine: the search hands it chunks
+
+    def score_chunk(items):
+      ranked = rank.score_chunk(items)
+      return [(*r, rest(*item) if rest else {}) for item, r in zip(items, ranked)]
+
+    score.score_chunk, score.chunk = score_chunk, rank.chunk
   return score

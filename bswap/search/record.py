@@ -20,6 +20,7 @@ from bswap import files
 from bswap.nets import convs
 from bswap.nets import genotype as genotype_lib
 from bswap.nets import menu
+from bswap.scoring import metrics
 from bswap.search import constraints
 
 FILE = 'best_genotype.json'
@@ -70,7 +71,8 @@ def search_settings(config) -> dict[str, Any]:
     'seed': config.seed,
     'metric': s.metric,
     'strategy': s.strategy,
-    'engine': s.engine,
+    # 'auto' resolved: the engine that ran (their scores differ by float rounding).
+    'engine': metrics.resolve_engine(config, jax.default_backend()),
     # 'fast' and 'xla' convolutions differ by float rounding: record the one that ran.
     'conv_impl': convs.resolve(s.conv_impl, jax.default_backend(), 'search.conv_impl'),
     'constraints': s.constraints,

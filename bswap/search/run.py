@@ -106,24 +106,37 @@ def score_candidates(
   """Scores of `items`, (candidate index, genotype) pairs, in their order.
 
   With a `journal` (bswap.search.journal), candidates it holds are not scored
-  again, and each new score is added to it as it comes. Progress: a bar on a
+  again, and each new score is added to it as it comes. A scorer with
+  `score_chunk` (the batched engine) gets `score.chunk` items at a time; any
+  other one item at a time, on `threads` threads. Progress: a bar on a
   terminal, else a line every `log_every` seconds.
   """
 
-  def one(item):
-    i, geno = item
-    total, per_block, recorded = score(geno, i, *batch_of(i))
+  def scored(i, geno, total, per_block, recorded):
     count = accounting.count(geno, skel.image_size, skel.num_classes)
     per_block = tuple(map(float, per_block))
     return Scored(i, geno, count.params, count.macs, float(total), per_block, recorded)
 
+  def one(part):
+    return [scored(i, geno, *score(geno, i, *batch_of(i))) for i, geno in part]
+
+  def chunk(part):
+    results = score.score_chunk([(geno, i, *batch_of(i)) for i, geno in part])
+    return [scored(i, geno, *result) for (i, geno), result in zip(part, results)]
+
   done = {} if journal is None else journal.done
   todo = [item for item in items if item[0] not in done]
+  if hasattr(score, 'score_chunk'):
+    size = max(1, score.chunk)
+    work, threads = chunk, 1  # one chunk already fills the device
+    parts = [todo[start : start + size] for start in range(0, len(todo), size)]
+  else:
+    work, parts = one, [[item] for item in todo]
   # Candidates in flight on several threads: XLA compiles and runs outside the
   # GIL, so one candidate's compile or single-threaded op overlaps another's.
   # Each score is independent of scheduling; results are journalled in the
   # order they finish and returned in the order of `items`.
-  scored = {}
+  out = {}
   shown = progress.Progress(
     len(items),
     desc='scoring',
@@ -132,13 +145,14 @@ def score_candidates(
     every_seconds=log_every,
   )
   with shown, concurrent.futures.ThreadPoolExecutor(max(1, threads)) as pool:
-    for future in concurrent.futures.as_completed([pool.submit(one, item) for item in todo]):
-      s = future.result()
-      if journal is not None:
-        journal.append(s)
-      scored[s.index] = s
-      shown.update(1)
-  return [done[i] if i in done else scored[i] for i, _ in items]
+    for future in concurrent.futures.as_completed([pool.submit(work, part) for part in parts]):
+      result = future.result()
+      for s in result:
+        if journal is not None:
+          journal.append(s)
+        out[s.index] = s
+      shown.update(len(result))
+  return [done[i] if i in done else out[i] for i, _ in items]
 
 
 def aggregate_pool(config, scored: list[Scored]) -> list[Scored]:

@@ -47,7 +47,7 @@ def test_every_metric_has_a_label_a_definition_a_sign_and_a_reference_path():
     assert metric.label and metric.definition and metric.sign in (1, -1)
     if metrics.per_candidate(name):
       assert 'reference' in metric.engines and metric.passes
-  assert set(metrics.get('fisher_potential').engines) == {'fast', 'reference'}
+  assert set(metrics.get('fisher_potential').engines) == {'fast', 'batched', 'reference'}
 
 
 def test_the_registry_holds_nas_bench_suite_zeros_13_and_bswaps_own():
@@ -66,7 +66,8 @@ def test_an_unknown_metric_names_the_flag_and_lists_the_metrics():
 
 def test_an_unknown_engine_names_the_flag_and_lists_the_engines(pieces):
   config = _config('tpu-special')
-  with pytest.raises(ValueError, match=r"--config\.search\.engine='tpu-special' .*fast, reference"):
+  error = r"--config\.search\.engine='tpu-special' .*fast, batched, reference or auto"
+  with pytest.raises(ValueError, match=error):
     metrics.make_scorer(config, search.skeleton(config), pieces)
 
 
