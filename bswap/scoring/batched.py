@@ -90,10 +90,6 @@ def _group_first(pullback, probe, dy_all, take):
   return jax.vmap(engine_lib.first_block_fisher)(pullback, probe, dy_all[take])
 
 
-def _spec(x) -> jax.ShapeDtypeStruct:
-  return jax.ShapeDtypeStruct(x.shape, x.dtype)
-
-
 class Batched(engine_lib.Engine):
   """Scores chunks of genotypes of one skeleton; compiles are shared across chunks."""
 
@@ -136,16 +132,16 @@ class Batched(engine_lib.Engine):
 
   def _stem(self, module, variables, images, shared):
     fn = jax.vmap(engine_lib.stem_forward(module), in_axes=(0, None if shared else 0))
-    key = ('batched-stem', module, _spec(images), shared, self.chunk)
+    key = ('batched-stem', module, engine_lib.spec(images), shared, self.chunk)
     return self._build(key, fn, (variables, images))(variables, images)
 
   def _head(self, module, variables, x, labels, shared):
     fn = jax.vmap(engine_lib.head_gradient(module), in_axes=(0, 0, None if shared else 0))
-    key = ('batched-head', module, _spec(x), _spec(labels), shared)
+    key = ('batched-head', module, engine_lib.spec(x), engine_lib.spec(labels), shared)
     return self._build(key, fn, (variables, x, labels))(variables, x, labels)
 
   def _forward(self, module, v, x, y, take, put):
-    key = ('batched-forward', module, _spec(x), len(take))
+    key = ('batched-forward', module, engine_lib.spec(x), len(take))
     return self._build(key, _group_forward(module), (v, x, y, take, put), donate=(2,))
 
   def _outputs(self, x, position: int) -> jax.Array:
@@ -166,7 +162,7 @@ class Batched(engine_lib.Engine):
       return jax.jit(_group_backward, donate_argnums=(3,)).lower(*args).compile()
 
     kind = 'batched-first' if first else 'batched-backward'
-    return self.pieces.get((kind, module, _spec(x), bucket), compile_piece)
+    return self.pieces.get((kind, module, engine_lib.spec(x), bucket), compile_piece)
 
   def _score(self, items, seed: int) -> list[tuple[float, np.ndarray]]:
     rows, n = self.chunk, len(items)
@@ -180,7 +176,7 @@ class Batched(engine_lib.Engine):
       groups = collections.defaultdict(list)  # block module -> members, first seen first
       for c in range(n):
         groups[modules[c][b]].append(c)
-      inputs.append(_spec(x))  # the shape only: the activation itself can go
+      inputs.append(engine_lib.spec(x))  # the shape only: the activation itself can go
       y, level = None, []
       for module, members in groups.items():
         for start, bucket in _pieces(members, self.max_bucket):

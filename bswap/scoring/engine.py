@@ -158,7 +158,7 @@ class Pieces:
     self.clear()
 
 
-def _spec(x) -> jax.ShapeDtypeStruct:
+def spec(x) -> jax.ShapeDtypeStruct:
   return jax.ShapeDtypeStruct(x.shape, x.dtype)
 
 
@@ -187,10 +187,10 @@ class Engine:
     return [module for _, module, _, _ in parts]
 
   def _stem(self, module, v, images):
-    return self._compiled(('stem', module, _spec(images)), stem_forward(module), v, images)
+    return self._compiled(('stem', module, spec(images)), stem_forward(module), v, images)
 
   def _forward(self, module, v, x):
-    return self._compiled(('forward', module, _spec(x)), block_forward(module), v, x)
+    return self._compiled(('forward', module, spec(x)), block_forward(module), v, x)
 
   def _backward(self, module, x, forward, first: bool):
     """The backward piece of a block (for `forward`'s outputs); block 0 needs no dL/dx.
@@ -207,9 +207,9 @@ class Engine:
       return compile_piece
 
     if not first:
-      return self.pieces.get(('backward', module, _spec(x)), build(block_backward))
+      return self.pieces.get(('backward', module, spec(x)), build(block_backward))
     if self.skeleton.post_activation:  # a ReLU lies between the probe and the output
-      return self.pieces.get(('first', module, _spec(x)), build(first_block_fisher))
+      return self.pieces.get(('first', module, spec(x)), build(first_block_fisher))
     # Pre-activation: the probe is added straight to the skip, dL/dprobe = dL/dy.
     # One piece per probe shape (batch, size, size, out_ch), whatever the block type.
     size = arch_lib.conv_out_size(x.shape[1], 3, module.stride)
@@ -217,7 +217,7 @@ class Engine:
     return self.pieces.get(key, build(fisher.block_fisher, with_pullback=False))
 
   def _head(self, module, v, x, labels):
-    key = ('head', module, _spec(x), _spec(labels))
+    key = ('head', module, spec(x), spec(labels))
     return self._compiled(key, head_gradient(module), v, x, labels)
 
   def score(self, geno: genotype_lib.Genotype, seed: int, index: int, images, labels):

@@ -164,7 +164,7 @@ class ProxyEngine:
 
   def _parts(self, geno, seed, index):
     variables = self.base.variables(geno, seed, index)
-    modules = self.base._modules(geno)
+    modules = self.base.modules(geno)
     return modules, variables
 
   def _forward_sweep(self, modules, variables, images, kind='forward'):
@@ -174,7 +174,7 @@ class ProxyEngine:
     parts = zip(modules, variables) if kind == 'codes' else zip(modules[:-1], variables[:-1])
     for module, v in parts:
       xs.append(x)
-      spec = engine_lib._spec(x)
+      spec = engine_lib.spec(x)
       if kind == 'codes':
         x, k = self._piece(('proxy-codes', module, spec), _codes_forward(module), v, x)(v, x)
         kernels.append(k)
@@ -195,7 +195,7 @@ class ProxyEngine:
       else:
         fn = _loss_piece(module, is_block, is_head, synflow=kind == 'syn')
       # Prefixed: the table is shared with the Fisher engine, whose keys are ('forward', ...).
-      key = (f'proxy-{kind}', module, engine_lib._spec(x), engine_lib._spec(dy), is_head)
+      key = (f'proxy-{kind}', module, engine_lib.spec(x), engine_lib.spec(dy), is_head)
       result = self._piece(key, fn, v, x, dy)(v, x, dy)
       if kind == 'jac':
         dy = result
@@ -244,7 +244,7 @@ class ProxyEngine:
     xs, x = [], ones
     for module, v in zip(modules[:-1], variables[:-1]):
       xs.append(x)
-      key = ('proxy-syn-forward', module, engine_lib._spec(x))
+      key = ('proxy-syn-forward', module, engine_lib.spec(x))
       x = self._piece(key, _syn_forward(module), v, x)(v, x)
     xs.append(x)
     return xs, []
