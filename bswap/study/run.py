@@ -57,15 +57,17 @@ NOT_SETTINGS = (
 
 
 def metric_names(config) -> list[str]:
+  # rank_aggregate ranks a pool, not a member: 'all' means every per-member metric.
+  each = [n for n in metrics_lib.METRICS if metrics_lib.per_candidate(n)]
   spec = config.study.metrics
   if spec == 'all':
-    return list(metrics_lib.METRICS)
+    return each
   names = [n.strip() for n in spec.split(',') if n.strip()]
   for name in names:
-    if name not in metrics_lib.METRICS:
+    if name not in each:
       raise ValueError(
-        f'--config.study.metrics names {name!r}, which is unknown; choose "all" or some of '
-        f'{", ".join(metrics_lib.METRICS)}'
+        f'--config.study.metrics names {name!r}, which is not a per-member metric; choose '
+        f'"all" or some of {", ".join(each)}'
       )
   return names
 

@@ -161,6 +161,12 @@ def test_bad_shards_and_metric_names_fail_with_the_fix(tmp_path):
   config.study.metrics = 'fisher_potential,nope'
   with pytest.raises(ValueError, match="names 'nope'"):
     study_run.metric_names(config)
+  config.study.metrics = 'rank_aggregate'  # a pool's ranking, not a member's score
+  with pytest.raises(ValueError, match="'rank_aggregate', which is not a per-member metric"):
+    study_run.metric_names(config)
+  config.study.metrics = 'all'
+  names = study_run.metric_names(config)
+  assert 'rank_aggregate' not in names and {'fisher_potential', 'synflow', 'zico'} <= set(names)
   config.study.ks = '1,x'
   with pytest.raises(ValueError, match='positive step counts'):
     study_run.ks(config)
