@@ -87,11 +87,13 @@ def test_a_study_writes_every_output_and_they_parse(reference):
       [float(row[c]) for c in ('fisher_potential', 'l2@2', 'grad_norm_abs@1')]
     ).all()
   table = list(csv.DictReader(io.StringIO((workdir / 'table1.csv').read_text())))
-  assert [(t['metric'], int(t['k'])) for t in table][:2] == [
-    ('fisher_potential', 0),
+  at_init = study_run.metric_names(study_400k.get_config('smoke'))  # every proxy
+  assert [(t['metric'], int(t['k'])) for t in table][: len(at_init) + 1] == [
+    *((name, 0) for name in at_init),
     ('train_accuracy', 1),
   ]
-  assert len(table) == 1 + 4 * 2 and {t['n'] for t in table} == {'2'}
+  assert len(table) == len(at_init) + 4 * 2 and {t['n'] for t in table} == {'2'}
+  assert all(row[name] != '' for row in rows for name in at_init)
   md = (workdir / 'table1.md').read_text()
   table_lines = [line for line in md.splitlines() if line.startswith('|')]
   assert len(table_lines) == 2 + len(table)  # header, rule, one line per entry
