@@ -31,12 +31,6 @@ def _genotypes():
 GENOTYPES = _genotypes()
 
 
-@pytest.fixture(scope='module')
-def pieces():
-  with engine.Pieces() as table:
-    yield table
-
-
 def _batch(dtype):
   x = jax.random.normal(jax.random.PRNGKey(0), (4, 8, 8, 3), dtype)
   return x, jnp.arange(4)

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from bswap.nets import arch
-from bswap.scoring import engine
 from bswap.scoring import metrics
 from bswap.scoring.proxies import blockwise
 from bswap.search import sampler
@@ -17,12 +16,6 @@ NAMES = [
   for n in metrics.METRICS
   if metrics.per_candidate(n) and set(metrics.get(n).passes) <= set(blockwise.PASSES)
 ]
-
-
-@pytest.fixture(scope='module')
-def pieces():
-  with engine.Pieces() as table:
-    yield table
 
 
 def _batch(size, n=8, dtype=jnp.float64):

@@ -35,13 +35,6 @@ def _genotypes():
 GENOTYPES = _genotypes()
 
 
-@pytest.fixture(scope='module')
-def pieces():
-  """One search's compiled pieces, shared by this module's tests as a search shares them."""
-  with engine.Pieces() as table:
-    yield table
-
-
 def _batch(dtype):
   x = jax.random.normal(jax.random.PRNGKey(0), (16, 16, 16, 3), dtype)
   return x, jnp.arange(16) % 10

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from bswap import defaults
-from bswap.scoring import engine
 from bswap.scoring import metrics
 from bswap.search import run as search
 from bswap.search import sampler
@@ -23,12 +22,6 @@ def _config(engine_name='fast', seed=0):
   config.search.engine = engine_name
   config.seed = seed
   return config
-
-
-@pytest.fixture(scope='module')
-def pieces():
-  with engine.Pieces() as table:
-    yield table
 
 
 def _genotypes(skel, num=2):
