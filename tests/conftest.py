@@ -15,6 +15,7 @@ at a temporary folder here (BSWAP_CACHE_DIR), which must stay empty.
 """
 
 import contextlib
+import logging as pylogging
 import os
 import shutil
 import tempfile
@@ -112,7 +113,12 @@ def _difference(before, after) -> str:
 @pytest.fixture(autouse=True)
 def _no_global_state_left_behind():
   before = _global_state()
+  # absl's FLAGS.unparse_flags(), how a test undoes its flag parsing, also sets the
+  # 'absl' logger's level to WARNING (verbosity back to -1), after which later tests'
+  # caplog sees no INFO line from bswap: put the level back whatever a test did.
+  absl_level = pylogging.getLogger('absl').level
   yield
+  pylogging.getLogger('absl').setLevel(absl_level)
   after = _global_state()
   changed = [
     f'{name} ({_difference(before[name], after[name])})'
