@@ -57,7 +57,13 @@ def _data_settings(config) -> dict[str, Any]:
   """config.data's fields that decide the Fisher batch (synthetic_size too, for synthetic data)."""
   data = config.data.to_dict()
   ignored = _DATA_IGNORED[:-1] if data['source'] == 'synthetic' else _DATA_IGNORED
-  return {k: list(v) if isinstance(v, tuple) else v for k, v in data.items() if k not in ignored}
+  # An optional field left unset (None) is not recorded, so a record written
+  # before such a field existed (train_examples, say) still matches.
+  return {
+    k: list(v) if isinstance(v, tuple) else v
+    for k, v in data.items()
+    if k not in ignored and v is not None
+  }
 
 
 def search_settings(config) -> dict[str, Any]:

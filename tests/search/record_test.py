@@ -138,6 +138,16 @@ def test_synthetic_size_matters_only_for_synthetic_data():
   assert saved.matches(config)
 
 
+def test_an_unset_optional_data_field_is_not_recorded_so_older_records_match():
+  config = _smoke()
+  assert config.data.train_examples is None
+  saved = record.SearchRecord.from_json(_record(config).to_json())
+  assert 'train_examples' not in saved.settings['data']
+  config.data.train_examples = 100  # a subset changes the Fisher batch
+  (mismatch,) = saved.mismatches(config)
+  assert mismatch.startswith('data: ') and mismatch.endswith("'train_examples': 100}")
+
+
 def test_a_mismatch_says_what_was_recorded_and_what_the_config_wants():
   config = _smoke()
   saved = record.SearchRecord.from_json(_record(config).to_json())
