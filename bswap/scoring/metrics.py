@@ -515,6 +515,11 @@ def aggregate_members(config) -> tuple[str, ...]:
   return members
 
 
+def recorded_metrics(config) -> tuple[str, ...]:
+  """Every metric a search records beside its ranking one, rank_aggregate's members included."""
+  return tuple(dict.fromkeys((*recorded_names(config), *aggregate_members(config))))
+
+
 def search_scorer(config, skel: arch_lib.Skeleton, pieces: engine_lib.Pieces):
   """score(geno, index, images, labels) -> (total, per_block, {recorded name: score}).
 
@@ -523,8 +528,7 @@ def search_scorer(config, skel: arch_lib.Skeleton, pieces: engine_lib.Pieces):
   metric returns total NaN, filled in once the pool is scored.
   """
   ranking = get(config.search.metric)
-  others = [n for n in (*recorded_names(config), *aggregate_members(config)) if per_candidate(n)]
-  others = list(dict.fromkeys(n for n in others if n != ranking.name))
+  others = [n for n in recorded_metrics(config) if per_candidate(n) and n != ranking.name]
   rank = make_scorer(config, skel, pieces) if per_candidate(ranking.name) else None
   rest = score_all(config, skel, pieces, others) if others else None
 

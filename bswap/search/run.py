@@ -272,8 +272,7 @@ def run_search(config, workdir: str) -> Scored:
   # Scored candidates go to a journal as they finish: a rerun resumes a killed search.
   journal = None
   if not files.is_url(workdir) and jax.process_index() == 0:
-    recorded = (*metrics.recorded_names(config), *metrics.aggregate_members(config))
-    journal = journal_lib.Journal(workdir, config, tuple(dict.fromkeys(recorded)))
+    journal = journal_lib.Journal(workdir, config, metrics.recorded_metrics(config))
   try:
     result = search(config, journal=journal)
     paths = write_outputs(config, workdir, result)

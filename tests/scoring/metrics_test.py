@@ -57,6 +57,23 @@ def test_an_unknown_metric_names_the_flag_and_lists_the_metrics():
   assert all(name in str(error.value) for name in metrics.METRICS)
 
 
+@pytest.mark.parametrize(
+  'ranking, record, expected',
+  [
+    ('fisher_potential', '', ()),
+    ('snip', 'synflow,snip,nwot', ('synflow', 'nwot')),  # the ranking one is not repeated
+    # rank_aggregate is recorded by pool; its members by candidate, each once.
+    ('fisher_potential', 'jacov,rank_aggregate', ('jacov', 'rank_aggregate', 'synflow', 'snip')),
+    ('rank_aggregate', '', ('synflow', 'jacov', 'snip')),
+  ],
+)
+def test_recorded_metrics_lists_each_metric_once_beside_the_ranking_one(ranking, record, expected):
+  config = _config()
+  config.search.metric, config.search.record_metrics = ranking, record
+  config.search.aggregate_metrics = 'synflow,jacov,snip'
+  assert metrics.recorded_metrics(config) == expected
+
+
 def test_an_unknown_engine_names_the_flag_and_lists_the_engines(pieces):
   config = _config('tpu-special')
   error = r"--config\.search\.engine='tpu-special' .*fast, batched, reference or auto"
