@@ -36,6 +36,7 @@ from bswap.nets import menu  # noqa: E402
 from bswap.scoring import engine as engine_lib  # noqa: E402
 from bswap.scoring import metrics  # noqa: E402
 from bswap.scoring.proxies import blockwise  # noqa: E402
+from bswap.scoring.proxies import formulas  # noqa: E402
 from bswap.scoring.proxies import passes  # noqa: E402
 from bswap.scoring.proxies import taps  # noqa: E402
 
@@ -81,13 +82,14 @@ def network_spec(geno: genotype_lib.Genotype, skel: arch_lib.Skeleton) -> dict:
 def flat(tree, prefix: str) -> dict[str, np.ndarray]:
   """{'prefix/a/b': float64 array} of a nested dict of arrays."""
   return {
-    '/'.join((prefix, *keys)): np.asarray(leaf, np.float64) for keys, leaf in taps.collect_leaves(tree)
+    '/'.join((prefix, *keys)): np.asarray(leaf, np.float64)
+    for keys, leaf in taps.collect_leaves(tree)
   }
 
 
-def batch(seed: int, n: int, size: int, num_classes: int):
-  """A seeded Gaussian batch and labels in [0, num_classes): some classes repeat, some not."""
-  kx, ky = jax.random.split(jax.random.PRNGKey(seed))
+def batch(key: jax.Array, n: int, size: int, num_classes: int):
+  """A Gaussian batch and labels in [0, num_classes): some classes repeat, some not."""
+  kx, ky = jax.random.split(key)
   images = jax.random.normal(kx, (n, size, size, 3), jnp.float64)
   labels = jax.random.randint(ky, (n,), 0, num_classes)
   return images, labels
@@ -113,12 +115,23 @@ def scores(geno, skel, seed, images, labels, names):
   return out, ref
 
 
-def build_case(geno, image_size: int, batch_size: int, seed: int, names=None):
+def zico_two_batches(candidate: metrics.Candidate, images2, labels2) -> float:
+  """bswap's ZiCo formula over two full batches, ZiCo's own input (metrics' zico uses halves)."""
+  c = candidate
+  batches = [(c.images, c.labels), (images2, labels2)]
+  return formulas.zico(np.asarray(passes.zico(c.model, c._variables(), batches)))
+
+
+def build_case(geno, image_size: int, batch_size: int, seed: int, num_classes=10, names=None):
   """(arrays, description) of the case; call under `jax.enable_x64(True)`."""
   names = names or per_candidate_metrics()
-  skel = geno.skeleton(image_size)
-  images, labels = batch(seed, batch_size, image_size, skel.num_classes)
+  skel = geno.skeleton(image_size, num_classes)
+  key = jax.random.PRNGKey(seed)
+  images, labels = batch(key, batch_size, image_size, num_classes)
+  images2, labels2 = batch(jax.random.fold_in(key, 1), batch_size, image_size, num_classes)
   result, candidate = scores(geno, skel, seed, images, labels, names)
+  if 'zico' in names:
+    result['two_batches'] = {'zico': zico_two_batches(candidate, images2, labels2)}
   variables = candidate._variables()
   logits, _ = taps.forward(candidate.model, passes._cast(variables, jnp.float64), images, ())
   gaussian, x1, x2 = zen_inputs(candidate)
@@ -128,6 +141,8 @@ def build_case(geno, image_size: int, batch_size: int, seed: int, names=None):
     **flat(gaussian['params'], 'zen/params'),
     'images': np.asarray(images, np.float64),
     'labels': np.asarray(labels, np.int64),
+    'images2': np.asarray(images2, np.float64),
+    'labels2': np.asarray(labels2, np.int64),
     'logits': np.asarray(logits, np.float64),
     'zen_x1': np.asarray(x1, np.float64),
     'zen_x2': np.asarray(x2, np.float64),
@@ -161,9 +176,10 @@ def main(argv=None) -> int:
   p.add_argument('--image_size', type=int, default=32)
   p.add_argument('--batch', type=int, default=16)
   p.add_argument('--seed', type=int, default=0)
+  p.add_argument('--num_classes', type=int, default=10, help="over 100: epe_nas's other branch")
   p.add_argument('--metrics', default='', help='comma list (default: every per-candidate one)')
   args = p.parse_args(argv)
-  skel = arch_lib.wrn_skeleton(args.depth, args.width, args.image_size)
+  skel = arch_lib.wrn_skeleton(args.depth, args.width, args.image_size, args.num_classes)
   blocks = menu.split_names(args.blocks) if args.blocks else ['Conv'] * skel.num_blocks
   try:
     geno = genotype_lib.Genotype(tuple(blocks), arch_lib.WRN, args.depth, args.width)
@@ -172,7 +188,9 @@ def main(argv=None) -> int:
     return 2
   names = [n.strip() for n in args.metrics.split(',') if n.strip()] or None
   with jax.enable_x64(True):
-    arrays, description = build_case(geno, args.image_size, args.batch, args.seed, names)
+    arrays, description = build_case(
+      geno, args.image_size, args.batch, args.seed, args.num_classes, names
+    )
   write(args.out, arrays, description)
   print(json.dumps(description['bswap'], indent=1, sort_keys=True))
   return 0

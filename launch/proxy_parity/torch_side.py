@@ -22,7 +22,6 @@ each such point is marked INJECT below.
 from __future__ import annotations
 
 import argparse
-import copy
 import importlib
 import importlib.util
 import json
@@ -68,7 +67,9 @@ class Block(nn.Module):
       self._conv('shortcut', s['in_ch'], s['out_ch'], 1, s['stride'])
 
   def _conv(self, path, cin, cout, k, stride=1, groups=1):
-    self.m[path.replace('/', '__')] = nn.Conv2d(cin, cout, k, stride, k // 2, groups=groups, bias=False)
+    self.m[path.replace('/', '__')] = nn.Conv2d(
+      cin, cout, k, stride, k // 2, groups=groups, bias=False
+    )
 
   def _bn_relu(self, path, c):
     self.m[path.replace('/', '__')] = nn.BatchNorm2d(c, eps=1e-5, momentum=0.1)
@@ -102,7 +103,9 @@ class Block(nn.Module):
   def forward(self, x):
     a = self._br('bn_in', x)
     if self.spec['family'] == 'basic':
-      y = self._unit_forward('branch/unit_b', self._br('branch/bn_mid', self._unit_forward('branch/unit_a', a)))
+      y = self._unit_forward(
+        'branch/unit_b', self._br('branch/bn_mid', self._unit_forward('branch/unit_a', a))
+      )
     else:
       y = self._br('branch/bn_reduce', self._op('branch/reduce', a))
       y = self._op('branch/expand', self._br('branch/bn_grouped', self._op('branch/grouped', y)))
@@ -229,7 +232,9 @@ class Case:
     self.labels = torch.from_numpy(self.arrays['labels'])
 
   def _nchw(self, name):
-    return torch.from_numpy(np.asarray(self.arrays[name], np.float64)).permute(0, 3, 1, 2).contiguous()
+    return (
+      torch.from_numpy(np.asarray(self.arrays[name], np.float64)).permute(0, 3, 1, 2).contiguous()
+    )
 
   def net(self) -> Net:
     """A fresh network with bswap's initial weights (running statistics untouched)."""
@@ -242,7 +247,9 @@ def nas_lib_score(predictive, case: Case, name: str):
   """NASLib's find_measures for one measure, on one batch, CPU, no split (NB-Zero's call)."""
   loader = [(case.images.clone(), case.labels.clone())]
   info = ('random', 1, case.info['network']['num_classes'])
-  return predictive.find_measures(case.net(), loader, info, torch.device('cpu'), F.cross_entropy, [name])
+  return predictive.find_measures(
+    case.net(), loader, info, torch.device('cpu'), F.cross_entropy, [name]
+  )
 
 
 def fisher_potential(predictive, case: Case) -> float:
@@ -269,7 +276,9 @@ def zen(predictive, case: Case) -> float:
     load(net, case.arrays, prefix='zen/params', stats=False)
     return net
 
-  shim = types.SimpleNamespace(**{k: getattr(torch, k) for k in dir(torch) if not k.startswith('__')})
+  shim = types.SimpleNamespace(
+    **{k: getattr(torch, k) for k in dir(torch) if not k.startswith('__')}
+  )
   shim.randn = lambda *a, **k: next(draws)  # INJECT: the canonical float32 draws become bswap's
   saved = zen_mod.network_weight_gaussian_init, zen_mod.torch
   zen_mod.network_weight_gaussian_init, zen_mod.torch = gaussian, shim
@@ -279,10 +288,14 @@ def zen(predictive, case: Case) -> float:
     zen_mod.network_weight_gaussian_init, zen_mod.torch = saved
 
 
-def zico(zico_mod, case: Case) -> float:
-  """ZiCo's getzico over the batch's two halves, bswap's input (INJECT: CPU for .cuda())."""
-  half = case.images.shape[0] // 2
-  batches = [(case.images[:half], case.labels[:half]), (case.images[half:], case.labels[half:])]
+def zico(zico_mod, case: Case, halves: bool = True) -> float:
+  """ZiCo's getzico (INJECT: CPU for .cuda()) over the batch's two halves (bswap's input)
+  or, with halves False, over two full batches (ZiCo's)."""
+  x, y = case.images, case.labels
+  half = x.shape[0] // 2
+  batches = [(x[:half], y[:half]), (x[half:], y[half:])]
+  if not halves:
+    batches = [(x, y), (case._nchw('images2'), torch.from_numpy(case.arrays['labels2']))]
   saved = torch.Tensor.cuda, nn.Module.cuda
   torch.Tensor.cuda = nn.Module.cuda = lambda self, *a, **k: self
   try:
@@ -296,7 +309,9 @@ def meco(meco_mod, case: Case) -> float:
   return float(meco_mod.get_score(case.net(), case.images[:1].clone(), 'cpu', measure='meco'))
 
 
-NB_ZERO = 'epe_nas fisher flops grad_norm grasp jacov l2_norm nwot params plain snip synflow'.split()
+NB_ZERO = (
+  'epe_nas fisher flops grad_norm grasp jacov l2_norm nwot params plain snip synflow'.split()
+)
 
 
 def canonical_scores(case: Case, args) -> dict[str, float]:
@@ -305,7 +320,10 @@ def canonical_scores(case: Case, args) -> dict[str, float]:
   out['zen'] = float(zen(predictive, case))
   out['fisher_potential'] = fisher_potential(predictive, case)
   if args.zico:
-    out['zico'] = zico(load_zico(args.zico), case)
+    zico_mod = load_zico(args.zico)
+    out['zico'] = zico(zico_mod, case)
+    if 'two_batches' in case.info['bswap']:
+      out['zico (two batches)'] = zico(zico_mod, case, halves=False)
   if args.meco:
     out['meco'] = meco(load_meco(args.meco), case)
   return out
@@ -327,7 +345,9 @@ def rel(a, b) -> float | None:
 
 
 def table(case: Case, canonical: dict) -> list[dict]:
-  ref, fast = case.info['bswap']['reference'], case.info['bswap'].get('engine', {})
+  ref, fast = dict(case.info['bswap']['reference']), case.info['bswap'].get('engine', {})
+  for name, value in case.info['bswap'].get('two_batches', {}).items():
+    ref[f'{name} (two batches)'] = value
   rows = []
   for name in sorted(set(ref) | set(canonical)):
     c, r, e = canonical.get(name), ref.get(name), fast.get(name)
@@ -345,18 +365,18 @@ def table(case: Case, canonical: dict) -> list[dict]:
 
 
 def markdown(rows: list[dict]) -> str:
-  def f(v, fmt):
-    return '-' if v is None else format(v, fmt)
-
-  lines = [
-    '| metric | canonical | bswap reference | bswap engine | rel. diff (ref) | rel. diff (engine) |',
-    '|---|---|---|---|---|---|',
-  ]
+  columns = (
+    ('metric', 'metric', 's'),
+    ('canonical', 'canonical', '.10g'),
+    ('bswap_reference', 'bswap reference', '.10g'),
+    ('bswap_engine', 'bswap engine', '.10g'),
+    ('rel_reference', 'rel. diff (ref)', '.1e'),
+    ('rel_engine', 'rel. diff (engine)', '.1e'),
+  )
+  lines = ['| ' + ' | '.join(c[1] for c in columns) + ' |', '|' + '---|' * len(columns)]
   for r in rows:
-    lines.append(
-      f'| {r["metric"]} | {f(r["canonical"], ".10g")} | {f(r["bswap_reference"], ".10g")} | '
-      f'{f(r["bswap_engine"], ".10g")} | {f(r["rel_reference"], ".1e")} | {f(r["rel_engine"], ".1e")} |'
-    )
+    cells = ('-' if r[k] is None else format(r[k], fmt) for k, _, fmt in columns)
+    lines.append('| ' + ' | '.join(cells) + ' |')
   return '\n'.join(lines)
 
 
@@ -377,7 +397,11 @@ def main(argv=None) -> int:
     'case': {k: case.info[k] for k in ('genotype', 'depth', 'width', 'batch', 'seed')},
     'image_size': case.info['network']['image_size'],
     'logits_max_rel_error': err,
-    'versions': {**case.info.get('versions', {}), 'torch': torch.__version__, 'numpy_torch_side': np.__version__},
+    'versions': {
+      **case.info.get('versions', {}),
+      'torch': torch.__version__,
+      'numpy_torch_side': np.__version__,
+    },
     'rows': rows,
   }
   text = json.dumps(result, indent=1)
