@@ -11,8 +11,11 @@ Builds one network by the seed contract, one batch, and writes to --out:
   python launch/proxy_parity/export_case.py --out /tmp/case --depth 10 --width 2 \
       --blocks Conv,Conv,Conv --image_size 32 --batch 16
 
-Runs in float64 (x64 on, XLA's excess precision off), so the comparison with
-PyTorch's float64 is limited by the formulas, not by rounding.
+Runs in float64 by default (x64 on, XLA's excess precision off), so the
+comparison with PyTorch's float64 is limited by the formulas, not by rounding;
+`--dtype float32` runs bswap's passes in float32 (synflow stays float64), the
+precision NB-Zero's data were computed in. The arrays are float64 either way
+(float32 values are exact in float64).
 """
 
 from __future__ import annotations
@@ -87,10 +90,13 @@ def flat(tree, prefix: str) -> dict[str, np.ndarray]:
   }
 
 
-def batch(key: jax.Array, n: int, size: int, num_classes: int):
-  """A Gaussian batch and labels in [0, num_classes): some classes repeat, some not."""
+def batch(key: jax.Array, n: int, size: int, num_classes: int, dtype=jnp.float64):
+  """A Gaussian batch and labels in [0, num_classes): some classes repeat, some not.
+
+  Drawn in float64 and cast, so a float32 case has the float64 case's images, rounded.
+  """
   kx, ky = jax.random.split(key)
-  images = jax.random.normal(kx, (n, size, size, 3), jnp.float64)
+  images = jax.random.normal(kx, (n, size, size, 3), jnp.float64).astype(dtype)
   labels = jax.random.randint(ky, (n,), 0, num_classes)
   return images, labels
 
@@ -122,18 +128,20 @@ def zico_two_batches(candidate: metrics.Candidate, images2, labels2) -> float:
   return formulas.zico(np.asarray(passes.zico(c.model, c._variables(), batches)))
 
 
-def build_case(geno, image_size: int, batch_size: int, seed: int, num_classes=10, names=None):
+def build_case(
+  geno, image_size: int, batch_size: int, seed: int, num_classes=10, names=None, dtype='float64'
+):
   """(arrays, description) of the case; call under `jax.enable_x64(True)`."""
   names = names or per_candidate_metrics()
   skel = geno.skeleton(image_size, num_classes)
   key = jax.random.PRNGKey(seed)
-  images, labels = batch(key, batch_size, image_size, num_classes)
-  images2, labels2 = batch(jax.random.fold_in(key, 1), batch_size, image_size, num_classes)
+  images, labels = batch(key, batch_size, image_size, num_classes, dtype)
+  images2, labels2 = batch(jax.random.fold_in(key, 1), batch_size, image_size, num_classes, dtype)
   result, candidate = scores(geno, skel, seed, images, labels, names)
   if 'zico' in names:
     result['two_batches'] = {'zico': zico_two_batches(candidate, images2, labels2)}
   variables = candidate._variables()
-  logits, _ = taps.forward(candidate.model, passes._cast(variables, jnp.float64), images, ())
+  logits, _ = taps.forward(candidate.model, passes._cast(variables, dtype), images, ())
   gaussian, x1, x2 = zen_inputs(candidate)
   arrays = {
     **flat(variables['params'], 'params'),
@@ -154,6 +162,7 @@ def build_case(geno, image_size: int, batch_size: int, seed: int, num_classes=10
     'seed': seed,
     'index': INDEX,
     'batch': batch_size,
+    'dtype': dtype,
     'network': network_spec(geno, skel),
     'bswap': result,
     'versions': {'jax': jax.__version__, 'numpy': np.__version__},
@@ -177,6 +186,7 @@ def main(argv=None) -> int:
   p.add_argument('--batch', type=int, default=16)
   p.add_argument('--seed', type=int, default=0)
   p.add_argument('--num_classes', type=int, default=10, help="over 100: epe_nas's other branch")
+  p.add_argument('--dtype', default='float64', choices=('float64', 'float32'))
   p.add_argument('--metrics', default='', help='comma list (default: every per-candidate one)')
   args = p.parse_args(argv)
   skel = arch_lib.wrn_skeleton(args.depth, args.width, args.image_size, args.num_classes)
@@ -189,7 +199,7 @@ def main(argv=None) -> int:
   names = [n.strip() for n in args.metrics.split(',') if n.strip()] or None
   with jax.enable_x64(True):
     arrays, description = build_case(
-      geno, args.image_size, args.batch, args.seed, args.num_classes, names
+      geno, args.image_size, args.batch, args.seed, args.num_classes, names, args.dtype
     )
   write(args.out, arrays, description)
   print(json.dumps(description['bswap'], indent=1, sort_keys=True))

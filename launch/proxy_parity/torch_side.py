@@ -7,7 +7,7 @@ environment with torch and numpy (pandas too, for tensorwatch's flops/params):
       --naslib /path/to/NASLib --tensorwatch /path/to/tensorwatch \
       --zico /path/to/ZiCo --meco /path/to/MeCo [--json out.json]
 
-Loads the case export_case.py wrote, rebuilds the network in PyTorch (float64,
+Loads the case export_case.py wrote, rebuilds the network in PyTorch (the case's dtype,
 one module per op application, as PROXIES.md section 1 asks), checks its
 training-mode logits against bswap's, runs each canonical measure function
 from the given checkouts, and prints the comparison as JSON and markdown.
@@ -34,8 +34,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-torch.set_default_dtype(torch.float64)
 
 # --- the network -------------------------------------------------------------------------
 
@@ -228,17 +226,23 @@ class Case:
   def __init__(self, path: pathlib.Path):
     self.arrays = np.load(path / 'case.npz')
     self.info = json.loads((path / 'case.json').read_text())
+    # The default dtype too: canonical code makes tensors with it (torch.Tensor, torch.rand).
+    self.dtype = getattr(torch, self.info.get('dtype', 'float64'))
+    torch.set_default_dtype(self.dtype)
     self.images = self._nchw('images')
     self.labels = torch.from_numpy(self.arrays['labels'])
 
   def _nchw(self, name):
     return (
-      torch.from_numpy(np.asarray(self.arrays[name], np.float64)).permute(0, 3, 1, 2).contiguous()
+      torch.from_numpy(np.asarray(self.arrays[name], np.float64))
+      .to(self.dtype)
+      .permute(0, 3, 1, 2)
+      .contiguous()
     )
 
   def net(self) -> Net:
     """A fresh network with bswap's initial weights (running statistics untouched)."""
-    net = Net(self.info['network']).double().train()
+    net = Net(self.info['network']).to(self.dtype).train()
     load(net, self.arrays)
     return net
 
@@ -396,7 +400,7 @@ def main(argv=None) -> int:
   canonical = canonical_scores(case, args)
   rows = table(case, canonical)
   result = {
-    'case': {k: case.info[k] for k in ('genotype', 'depth', 'width', 'batch', 'seed')},
+    'case': {k: case.info.get(k) for k in ('genotype', 'depth', 'width', 'batch', 'seed', 'dtype')},
     'image_size': case.info['network']['image_size'],
     'logits_max_rel_error': err,
     'versions': {
