@@ -223,11 +223,11 @@ def load_meco(meco: pathlib.Path):
 
 
 class Case:
-  def __init__(self, path: pathlib.Path):
+  def __init__(self, path: pathlib.Path, dtype: str | None = None):
     self.arrays = np.load(path / 'case.npz')
     self.info = json.loads((path / 'case.json').read_text())
     # The default dtype too: canonical code makes tensors with it (torch.Tensor, torch.rand).
-    self.dtype = getattr(torch, self.info.get('dtype', 'float64'))
+    self.dtype = getattr(torch, dtype or self.info.get('dtype', 'float64'))
     torch.set_default_dtype(self.dtype)
     self.images = self._nchw('images')
     self.labels = torch.from_numpy(self.arrays['labels'])
@@ -392,15 +392,22 @@ def main(argv=None) -> int:
   p.add_argument('--zico', type=pathlib.Path, help='SLDGroup/ZiCo checkout')
   p.add_argument('--meco', type=pathlib.Path, help='HamsterMimi/MeCo checkout')
   p.add_argument('--json', type=pathlib.Path, help='also write the result here')
+  p.add_argument(
+    '--dtype',
+    choices=('float32', 'float64'),
+    help="run the canonical side in this dtype, not the case's (float64: the float32 case's "
+    'values without rounding, the reference both float32 sides are compared with)',
+  )
   p.add_argument('--threads', type=int, default=1, help="torch's intra-op threads")
   args = p.parse_args(argv)
   torch.set_num_threads(args.threads)
-  case = Case(args.case)
+  case = Case(args.case, args.dtype)
   err = logits_error(case)
   canonical = canonical_scores(case, args)
   rows = table(case, canonical)
   result = {
     'case': {k: case.info.get(k) for k in ('genotype', 'depth', 'width', 'batch', 'seed', 'dtype')},
+    'canonical_dtype': str(case.dtype).removeprefix('torch.'),
     'image_size': case.info['network']['image_size'],
     'logits_max_rel_error': err,
     'versions': {
