@@ -43,6 +43,7 @@ from bswap.nets import weights
 from bswap.scoring import batched as batched_lib
 from bswap.scoring import engine as engine_lib
 from bswap.scoring import fisher
+from bswap.scoring import shared as shared_lib
 from bswap.scoring.proxies import blockwise
 from bswap.scoring.proxies import formulas
 from bswap.scoring.proxies import passes as passes_lib
@@ -62,9 +63,14 @@ class Metric:
   value: Callable[[Mapping[str, object], Candidate], float] | None = None
 
 
+def init_of(config) -> str:
+  """config.search.init ('per_candidate' when absent: configs written before it existed)."""
+  return weights.check_init(config.search.get('init', 'per_candidate'))
+
+
 def _fisher_fast(config, skel: arch_lib.Skeleton, pieces: engine_lib.Pieces) -> Scorer:
   impl = convs.resolve(config.search.conv_impl, jax.default_backend(), 'search.conv_impl')
-  engine = engine_lib.Engine(skel, pieces, impl)
+  engine = engine_lib.Engine(skel, pieces, impl, init_of(config))
   return lambda geno, index, images, labels: engine.score(geno, config.seed, index, images, labels)
 
 
@@ -88,11 +94,18 @@ class ChunkScorer:
 
 def _fisher_batched(config, skel: arch_lib.Skeleton, pieces: engine_lib.Pieces) -> Scorer:
   impl = convs.resolve(config.search.conv_impl, jax.default_backend(), 'search.conv_impl')
+  if init_of(config) == 'shared':  # one kernel per group over the members' batches
+    return ChunkScorer(shared_lib.Shared(skel, pieces, impl, config.search.chunk), config.seed)
   return ChunkScorer(batched_lib.Batched(skel, pieces, impl, config.search.chunk), config.seed)
 
 
 def _fisher_reference(config, skel: arch_lib.Skeleton, pieces: engine_lib.Pieces) -> Scorer:
   del pieces  # one compile per candidate, cached by fisher.jitted_fisher
+  if init_of(config) != 'per_candidate':
+    raise ValueError(
+      "--config.search.init='shared' is scored by the fast and batched engines only; "
+      'set --config.search.engine=fast or batched (or auto)'
+    )
 
   def score(geno, index, images, labels):
     model = models.build(geno, skel.num_classes)
