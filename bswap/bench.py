@@ -1,7 +1,8 @@
 """Scoring benchmark: a whole search's data, sampling, init, compiles and scoring, timed.
 
   python -m bswap.bench --candidates 1000 --budget 400000 --batch 128 \
-      [--engine auto|fast|batched|reference] [--chunk N] [--json FILE]
+      [--engine auto|fast|batched|reference] [--chunk N] [--init per_candidate|shared]
+      [--json FILE]
   python -m bswap.bench --arch resnet34 --budget 3000000 --candidates 20   # ImageNet, 224 px
   python -m bswap.bench --config=configs/cifar_400k.py --config.search.threads=1
   python -m bswap.bench --metric synflow            # rank by another metric
@@ -45,6 +46,7 @@ from bswap.search import run as search_lib  # noqa: E402
 _CACHE_HIT_EVENT = '/jax/compilation_cache/cache_hits'
 ENGINES = ['auto', 'fast', 'batched', 'reference']
 IMPLS = ['auto', 'fast', 'xla']
+INITS = ['per_candidate', 'shared']
 ARCHS = list(arch_lib.ARCHS)
 
 
@@ -64,6 +66,9 @@ def _define_flags(args: list[str]) -> flags.FlagValues:
   define(flags.DEFINE_integer, 'batch', None, 'Fisher batch size (default 128)', lower_bound=1)
   define(flags.DEFINE_enum, 'engine', None, 'scoring engine (default auto)', enum_values=ENGINES)
   define(flags.DEFINE_integer, 'chunk', None, "candidates per 'batched' call", lower_bound=1)
+  define(
+    flags.DEFINE_enum, 'init', None, 'Fisher weights (default per_candidate)', enum_values=INITS
+  )
   define(flags.DEFINE_enum, 'conv-impl', None, 'convolutions (default auto)', enum_values=IMPLS)
   define(flags.DEFINE_integer, 'threads', None, 'candidates scored concurrently', lower_bound=1)
   define(flags.DEFINE_boolean, 'low-memory', None, 'mmap large buffers: smaller peak, slower')
@@ -145,6 +150,7 @@ def bench_config(fv: flags.FlagValues):
     'batch': ('search', 'batch_size'),
     'engine': ('search', 'engine'),
     'chunk': ('search', 'chunk'),
+    'init': ('search', 'init'),
     'conv-impl': ('search', 'conv_impl'),
     'threads': ('search', 'threads'),
     'low-memory': ('search', 'low_memory'),
@@ -183,6 +189,7 @@ def run(config) -> dict:
     'record_metrics': s.record_metrics,
     'engine': metrics.resolve_engine(config, jax.default_backend()),  # 'auto' resolved
     'chunk': s.chunk,
+    'init': metrics.init_of(config),
     'conv_impl': s.conv_impl,
     'threads': s.threads,
     'low_memory': s.low_memory,
