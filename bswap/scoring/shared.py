@@ -131,13 +131,12 @@ class Shared(batched.Batched):
         v = variables[members[0]][b]  # the same for every member: shared init
         for start, bucket in batched._pieces(members, self.max_bucket):
           part = members[start : start + bucket]
-          take, put = batched._indices(part, bucket, rows)
-          if x.shape[0] == 1:  # the stem's one row feeds every member
-            take = np.zeros_like(take)
+          own, put = batched._indices(part, bucket, rows)  # the members' rows (dy, y)
+          take = np.zeros_like(own) if x.shape[0] == 1 else own  # the stem's one row: all
           forward = self._group_forward(module, v, x, y, take, put)
           backward = self._group_backward(module, x, forward, bucket, first=b == 1)
           y, probes, pullback = forward(v, x, y, take, put)
-          level.append((part, take, put, probes, pullback, backward))
+          level.append((part, own, put, probes, pullback, backward))
       levels.append(level)
       x = y
     # Backward, activation-only, group by group.
@@ -145,13 +144,11 @@ class Shared(batched.Batched):
     found = []
     for b in range(len(levels) - 1, -1, -1):
       dx = None if b == 0 else jnp.zeros(inputs[b].shape, inputs[b].dtype)
-      for part, take, put, probes, pullback, backward in levels[b]:
-        # dy rows are the candidates' own (`put`); `take` indexes this level's input rows.
-        rows_of = np.where(put < rows, put, put[0]).astype(np.int32)
+      for part, own, put, probes, pullback, backward in levels[b]:
         if b == 0:
-          found.append((b, part, backward(pullback, probes, dy, rows_of)))
+          found.append((b, part, backward(pullback, probes, dy, own)))
         else:
-          dx, score = backward(pullback, probes, dy, dx, rows_of, put)
+          dx, score = backward(pullback, probes, dy, dx, own, put)
           found.append((b, part, score))
       dy = dx
     per_block = np.zeros((n, len(levels)), np.float64)
