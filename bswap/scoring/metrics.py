@@ -77,8 +77,9 @@ def _fisher_fast(config, skel: arch_lib.Skeleton, pieces: engine_lib.Pieces) -> 
 class ChunkScorer:
   """A scorer that also scores a chunk of candidates at once (`score_chunk`)."""
 
-  def __init__(self, engine: batched_lib.Batched, seed: int):
+  def __init__(self, engine: batched_lib.Batched, seed: int, threads: int = 1):
     self.engine, self.seed = engine, seed
+    self.chunk_threads = threads  # chunks scored concurrently
 
   @property
   def chunk(self) -> int:
@@ -95,7 +96,11 @@ class ChunkScorer:
 def _fisher_batched(config, skel: arch_lib.Skeleton, pieces: engine_lib.Pieces) -> Scorer:
   impl = convs.resolve(config.search.conv_impl, jax.default_backend(), 'search.conv_impl')
   if init_of(config) == 'shared':  # one kernel per group over the members' batches
-    return ChunkScorer(shared_lib.Shared(skel, pieces, impl, config.search.chunk), config.seed)
+    engine = shared_lib.Shared(skel, pieces, impl, config.search.chunk)
+    # On a CPU one call keeps about one core busy (no weight vmap to spread):
+    # chunks run on search.threads threads, as the fast engine's candidates do.
+    threads = config.search.threads if jax.default_backend() == 'cpu' else 1
+    return ChunkScorer(engine, config.seed, threads)
   return ChunkScorer(batched_lib.Batched(skel, pieces, impl, config.search.chunk), config.seed)
 
 
@@ -553,4 +558,5 @@ def search_scorer(config, skel: arch_lib.Skeleton, pieces: engine_lib.Pieces):
       return [(*r, rest(*item) if rest else {}) for item, r in zip(items, ranked)]
 
     score.score_chunk, score.chunk = score_chunk, rank.chunk
+    score.chunk_threads = rank.chunk_threads
   return score
