@@ -21,8 +21,9 @@ each variant too, and each variant's Spearman against final error reported.
 Scores are cached per variant in OUT/scores/*.jsonl as they come (a killed
 run resumes; a rerun or a new variant scores only what is missing);
 --report-only writes the tables from the caches, over the candidates every
-reported variant has. The report is OUT/fidelity.json and OUT/fidelity.md
-(and --doc, if given, a copy of the markdown).
+reported variant has. The report is OUT/fidelity.json and OUT/fidelity.md;
+--doc FILE puts the tables between FILE's markers (the prose around them is
+kept) or writes a new FILE.
 """
 
 from __future__ import annotations
@@ -291,6 +292,21 @@ def markdown(rep: dict, command: str) -> str:
   return '\n'.join(lines) + '\n'
 
 
+BEGIN, END = '<!-- scoring_fidelity.py: begin -->', '<!-- scoring_fidelity.py: end -->'
+
+
+def write_doc(path: str, text: str) -> None:
+  """The tables between the markers of `path` (the prose around them kept), or a new file."""
+  old = open(path).read() if os.path.exists(path) else ''
+  if BEGIN in old and END in old:
+    head, rest = old.split(BEGIN, 1)
+    new = f'{head}{BEGIN}\n{text}{END}{rest.split(END, 1)[1]}'
+  else:
+    new = f'# Scoring fidelity\n\n{BEGIN}\n{text}{END}\n'
+  with open(path, 'w') as f:
+    f.write(new)
+
+
 def main(argv=None) -> int:
   p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   p.add_argument('--out', required=True)
@@ -362,8 +378,7 @@ def main(argv=None) -> int:
   with open(os.path.join(args.out, 'fidelity.md'), 'w') as f:
     f.write(text)
   if args.doc:
-    with open(args.doc, 'w') as f:
-      f.write(text)
+    write_doc(args.doc, text)
   print(text)
   for c in caches.values():
     c.close()

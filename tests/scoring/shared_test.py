@@ -129,13 +129,18 @@ def test_agreement_of_a_ranking_with_itself_and_its_reverse():
 @pytest.mark.slow
 def test_the_fidelity_script_writes_its_table_and_reuses_its_scores(tmp_path):
   fidelity = _fidelity_module()
+  doc = tmp_path / 'doc.md'
+  doc.write_text(f'Prose above.\n{fidelity.BEGIN}\nold table\n{fidelity.END}\nProse below.\n')
   args = ['--smoke', '--out', str(tmp_path), '--candidates', '3', '--variants', 'pc4A,pc4B,sh4A']
-  assert fidelity.main([*args, '--doc', str(tmp_path / 'doc.md')]) == 0
-  text = (tmp_path / 'doc.md').read_text()
+  assert fidelity.main([*args, '--doc', str(doc)]) == 0
+  text = doc.read_text()
+  assert text.startswith('Prose above.') and text.endswith('Prose below.\n')
+  assert 'old table' not in text
   for variant in ('pc4A', 'pc4B', 'sh4A'):
     assert f'| {variant} |' in text
   assert '| pc4A vs pc4B |' in text  # the seed-to-seed floor
   cached = (tmp_path / 'scores' / 'sh4A.jsonl').read_text()
   assert fidelity.main([*args, '--report-only']) == 0  # from the caches, nothing rescored
   assert (tmp_path / 'scores' / 'sh4A.jsonl').read_text() == cached
-  assert (tmp_path / 'fidelity.md').read_text().split('\n')[2:] == text.split('\n')[2:]
+  tables = (tmp_path / 'fidelity.md').read_text().split('\n', 1)[1]  # past the command line
+  assert tables in text
