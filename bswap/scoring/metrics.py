@@ -74,6 +74,11 @@ def _fisher_fast(config, skel: arch_lib.Skeleton, pieces: engine_lib.Pieces) -> 
   return lambda geno, index, images, labels: engine.score(geno, config.seed, index, images, labels)
 
 
+# Candidates per grouped call on a CPU: each holds its saved activations
+# (~350 MB for WRN-40-2 at batch 128), times search.threads calls in flight.
+CPU_CHUNK = 8
+
+
 class ChunkScorer:
   """A scorer that also scores a chunk of candidates at once (`score_chunk`)."""
 
@@ -96,11 +101,14 @@ class ChunkScorer:
 def _fisher_batched(config, skel: arch_lib.Skeleton, pieces: engine_lib.Pieces) -> Scorer:
   impl = convs.resolve(config.search.conv_impl, jax.default_backend(), 'search.conv_impl')
   if init_of(config) == 'shared':  # one kernel per group over the members' batches
-    engine = shared_lib.Shared(skel, pieces, impl, config.search.chunk)
-    # On a CPU one call keeps about one core busy (no weight vmap to spread):
-    # chunks run on search.threads threads, as the fast engine's candidates do.
-    threads = config.search.threads if jax.default_backend() == 'cpu' else 1
-    return ChunkScorer(engine, config.seed, threads)
+    # On a CPU one call keeps about one core busy: chunks run on search.threads
+    # threads, as the fast engine's candidates do, and hold at most CPU_CHUNK
+    # candidates each (memory; larger chunks amortise dispatch, which a CPU's
+    # milliseconds-long kernels do not need).
+    cpu = jax.default_backend() == 'cpu'
+    chunk = min(config.search.chunk, CPU_CHUNK) if cpu else config.search.chunk
+    engine = shared_lib.Shared(skel, pieces, impl, chunk)
+    return ChunkScorer(engine, config.seed, config.search.threads if cpu else 1)
   return ChunkScorer(batched_lib.Batched(skel, pieces, impl, config.search.chunk), config.seed)
 
 
@@ -464,7 +472,8 @@ def get(name: str) -> Metric:
 
 
 def resolve_engine(config, platform: str) -> str:
-  """config.search.engine for a backend: 'auto' is 'fast' on CPUs, 'batched' elsewhere.
+  """config.search.engine for a backend: 'auto' is 'fast' on CPUs, 'batched' elsewhere
+  and under shared init.
 
   On a CPU one candidate at a time is fastest (vmapped convolutions over weight
   sets become slower grouped ones there; docs/benchmarks.md); on a GPU or TPU
@@ -475,7 +484,11 @@ def resolve_engine(config, platform: str) -> str:
   if engine != 'auto':
     return engine
   metric = METRICS.get(config.search.metric)  # unknown: make_scorer names it
-  return 'batched' if platform != 'cpu' and metric and 'batched' in metric.engines else 'fast'
+  batched = metric is not None and 'batched' in metric.engines
+  # Shared init: the grouped engine (bswap/scoring/shared.py) everywhere, since
+  # it runs no vmap over weights, the CPU's reason for 'fast'.
+  grouped = init_of(config) == 'shared'
+  return 'batched' if batched and (platform != 'cpu' or grouped) else 'fast'
 
 
 def make_scorer(config, skel: arch_lib.Skeleton, pieces: engine_lib.Pieces) -> Scorer:
