@@ -74,15 +74,17 @@ def base_config(smoke: bool, source: str):
   return config
 
 
-def variant_config(config, name: str, chunk: int):
+def variant_config(config, name: str, chunk: int, shared_engine: str = 'fast'):
   """config scoring as variant `name`: its init, batch size, weight seed and engine."""
   init, batch, offset = parse_variant(name)
   v = copy.deepcopy(config)
   v.seed = config.seed + offset
   v.search.init = init
   v.search.batch_size = batch
-  # per_candidate: the CPU's default (one at a time, 2 threads); shared: the grouped engine.
-  v.search.engine = 'fast' if init == 'per_candidate' else 'batched'
+  # per_candidate: the CPU's default (one at a time, 2 threads). shared: the same
+  # scores from 'fast' (one at a time, its compiles those of per_candidate) or
+  # 'batched' (grouped: more compiles, one per bucket size).
+  v.search.engine = 'fast' if init == 'per_candidate' else shared_engine
   v.search.chunk = chunk
   v.search.metric = 'fisher_potential'
   v.search.record_metrics = ''
@@ -145,10 +147,10 @@ class _Journal:
 
 
 def score_variant(
-  config, name, genotypes, indices, data, cache: Cache, pieces, every: float, chunk
+  config, name, genotypes, indices, data, cache: Cache, pieces, every, chunk, engine
 ):
   """Scores of the candidates `genotypes` (with seed-contract `indices`) under variant `name`."""
-  v = variant_config(config, name, chunk)
+  v = variant_config(config, name, chunk, engine)
   skel = search_lib.skeleton(v)
   items = [(i, g) for i, g in zip(indices, genotypes)]
   todo = sum(i not in cache.done for i, _ in items)
@@ -322,6 +324,12 @@ def main(argv=None) -> int:
   p.add_argument('--source', default='/work/shared/data/cifar10-jpeg.tar.gz')
   p.add_argument('--study', default='')
   p.add_argument('--chunk', type=int, default=8, help="the shared variants' chunk")
+  p.add_argument(
+    '--shared-engine',
+    default='fast',
+    choices=['fast', 'batched'],
+    help='engine of the shared variants (the same scores; fast: no compiles of its own)',
+  )
   p.add_argument('--slice', type=int, default=100, help='candidates per variant in turn')
   p.add_argument('--report-only', action='store_true')
   p.add_argument('--doc', default='')
@@ -357,7 +365,7 @@ def main(argv=None) -> int:
   if not args.report_only:
     search_lib.enable_compilation_cache(config.search.compilation_cache_dir)
     with engine_lib.Pieces() as pieces:
-      run = lambda *a: score_variant(*a, pieces, args.every, args.chunk)
+      run = lambda *a: score_variant(*a, pieces, args.every, args.chunk, args.shared_engine)
       if args.study:
         sdata = data_lib.open_data(sconfig)
         for v in variants:
