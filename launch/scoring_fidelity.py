@@ -237,16 +237,23 @@ def seconds_per_candidate(cache: Cache, key: str = 'seconds') -> float | None:
   return float(np.median(per[1:] if len(per) > 1 else per)) if per else None
 
 
-def report(variants, caches, study=None, floor_pair=(REFERENCE, 'pc128B')) -> dict:
-  """The comparison over the candidates every variant has scored (JSON-able)."""
-  common = sorted(set.intersection(*(set(caches[v].done) for v in variants)))
-  scores = {v: np.asarray([caches[v].done[i] for i in common]) for v in variants}
+def _pair(caches, a: str, b: str) -> dict:
+  """agreement(b's scores, a's) over the candidates both have, with their count n."""
+  common = sorted(set(caches[a].done) & set(caches[b].done))
+  if len(common) < 2:
+    return {'n': len(common)}
+  score = lambda v: np.asarray([caches[v].done[i] for i in common])
+  return {'n': len(common), **agreement(score(b), score(a))}
+
+
+def report(variants, caches, study=None) -> dict:
+  """Each variant against the first, and seed A against B, over the candidates both have."""
   ref = variants[0]
   rows = []
   for v in variants:
     init, batch, offset = parse_variant(v)
     row = {'variant': v, 'init': init, 'batch': batch, 'seed': 'AB'[offset]}
-    row.update(agreement(scores[v], scores[ref]))
+    row.update(_pair(caches, ref, v))
     row['seconds_per_candidate'] = seconds_per_candidate(caches[v])
     row['cpu_seconds_per_candidate'] = seconds_per_candidate(caches[v], 'cpu_seconds')
     if study is not None and v in study['scores']:
@@ -256,11 +263,15 @@ def report(variants, caches, study=None, floor_pair=(REFERENCE, 'pc128B')) -> di
   pairs = {}  # seed-to-seed agreement of each (init, batch) with both seeds
   for v in variants:
     other = v[:-1] + 'B'
-    if v.endswith('A') and other in scores:
-      pairs[f'{v} vs {other}'] = agreement(scores[other], scores[v])
+    if v.endswith('A') and other in variants:
+      pairs[f'{v} vs {other}'] = _pair(caches, v, other)
+      if study is not None and v in study['scores'] and other in study['scores']:
+        pairs[f'{v} vs {other}']['study_spearman'] = stats.spearman(
+          study['scores'][v], study['scores'][other]
+        )
   return {
     'reference': ref,
-    'candidates': len(common),
+    'candidates': max(len(c.done) for c in caches.values()),
     'rows': rows,
     'seed_pairs': pairs,
     'study_members': None if study is None else len(study['errors']),
@@ -272,29 +283,34 @@ def report(variants, caches, study=None, floor_pair=(REFERENCE, 'pc128B')) -> di
 
 def markdown(rep: dict, command: str) -> str:
   f = lambda x, d=3: '-' if x is None else f'{x:.{d}f}'
+  top1 = lambda a: '-' if 'top1_same' not in a else 'yes' if a['top1_same'] else 'no'
   lines = [
-    f'Candidates compared: {rep["candidates"]} (each variant vs {rep["reference"]}). '
-    f'Device: {rep["device"]} ({rep["cpus"]} CPUs), jax {rep["jax"]}. Command: `{command}`.',
+    f'Each variant against {rep["reference"]} over the n candidates both have scored (of '
+    f'{rep["candidates"]}). Device: {rep["device"]} ({rep["cpus"]} CPUs), jax {rep["jax"]}. '
+    f'Command: `{command}`.',
     '',
-    '| variant | init | batch | weight seed | Spearman vs ref | same top-1 | ref rank of top-1 '
+    '| variant | init | batch | weight seed | n | Spearman vs ref | same top-1 | ref rank of top-1 '
     '| top-10 overlap | wall s / cand. | CPU s / cand. | study Spearman (score, -error) |',
-    '|---|---|---|---|---|---|---|---|---|---|---|',
+    '|---|---|---|---|---|---|---|---|---|---|---|---|',
   ]
   for r in rep['rows']:
     lines.append(
-      f'| {r["variant"]} | {r["init"]} | {r["batch"]} | {r["seed"]} | {f(r["spearman"])} '
-      f'| {"yes" if r["top1_same"] else "no"} | {r["top1_reference_rank"]} '
-      f'| {f(r["top10_overlap"], 1)} | {f(r["seconds_per_candidate"], 2)} '
-      f'| {f(r["cpu_seconds_per_candidate"], 2)} '
-      f'| {f(r.get("study_spearman"))} |'
+      f'| {r["variant"]} | {r["init"]} | {r["batch"]} | {r["seed"]} | {r["n"]} '
+      f'| {f(r.get("spearman"))} | {top1(r)} | {r.get("top1_reference_rank", "-")} '
+      f'| {f(r.get("top10_overlap"), 1)} | {f(r["seconds_per_candidate"], 2)} '
+      f'| {f(r["cpu_seconds_per_candidate"], 2)} | {f(r.get("study_spearman"))} |'
     )
   lines += ['', 'Seed to seed (the noise floor: same candidates and images, other weights):', '']
-  lines += ["| pair | Spearman | same top-1 | rank of B's top-1 under A | top-10 overlap |"]
-  lines += ['|---|---|---|---|---|']
+  lines += [
+    "| pair | n | Spearman | same top-1 | rank of B's top-1 under A | top-10 overlap "
+    '| study members: Spearman A vs B |'
+  ]
+  lines += ['|---|---|---|---|---|---|---|']
   for pair, a in rep['seed_pairs'].items():
     lines.append(
-      f'| {pair} | {f(a["spearman"])} | {"yes" if a["top1_same"] else "no"} '
-      f'| {a["top1_reference_rank"]} | {f(a["top10_overlap"], 1)} |'
+      f'| {pair} | {a["n"]} | {f(a.get("spearman"))} | {top1(a)} '
+      f'| {a.get("top1_reference_rank", "-")} | {f(a.get("top10_overlap"), 1)} '
+      f'| {f(a.get("study_spearman"))} |'
     )
   if rep['study_members']:
     lines += ['', f'Study Spearman: over the {rep["study_members"]} trained study members.']
