@@ -1,7 +1,8 @@
 """Scoring benchmark: a whole search's data, sampling, init, compiles and scoring, timed.
 
   python -m bswap.bench --candidates 1000 --budget 400000 --batch 128 \
-      [--engine auto|fast|batched|reference] [--chunk N] [--json FILE]
+      [--engine auto|fast|batched|reference] [--chunk N] [--init per_candidate|shared]
+      [--json FILE]
   python -m bswap.bench --arch resnet34 --budget 3000000 --candidates 20   # ImageNet, 224 px
   python -m bswap.bench --config=configs/cifar_400k.py --config.search.threads=1
   python -m bswap.bench --metric synflow            # rank by another metric
@@ -14,7 +15,8 @@ flags override it, and so do --config.FIELD=VALUE flags. The data are
 synthetic unless --source (or --config) names others, so it needs no
 download. Prints a summary and, with --json FILE, writes {device,
 jax_version, engine, candidates, wall_seconds, candidates_per_second,
-compile_count, cache_hits, compile_seconds, peak_rss_bytes, ...}.
+compile_count, cache_hits, compile_seconds, peak_rss_bytes, cpu_seconds,
+init, ...}.
 `compile_count` counts real XLA compilations (persistent-cache misses);
 `--cache-dir ''` runs cold.
 """
@@ -45,6 +47,7 @@ from bswap.search import run as search_lib  # noqa: E402
 _CACHE_HIT_EVENT = '/jax/compilation_cache/cache_hits'
 ENGINES = ['auto', 'fast', 'batched', 'reference']
 IMPLS = ['auto', 'fast', 'xla']
+INITS = ['per_candidate', 'shared']
 ARCHS = list(arch_lib.ARCHS)
 
 
@@ -64,6 +67,9 @@ def _define_flags(args: list[str]) -> flags.FlagValues:
   define(flags.DEFINE_integer, 'batch', None, 'Fisher batch size (default 128)', lower_bound=1)
   define(flags.DEFINE_enum, 'engine', None, 'scoring engine (default auto)', enum_values=ENGINES)
   define(flags.DEFINE_integer, 'chunk', None, "candidates per 'batched' call", lower_bound=1)
+  define(
+    flags.DEFINE_enum, 'init', None, 'Fisher weights (default per_candidate)', enum_values=INITS
+  )
   define(flags.DEFINE_enum, 'conv-impl', None, 'convolutions (default auto)', enum_values=IMPLS)
   define(flags.DEFINE_integer, 'threads', None, 'candidates scored concurrently', lower_bound=1)
   define(flags.DEFINE_boolean, 'low-memory', None, 'mmap large buffers: smaller peak, slower')
@@ -145,6 +151,7 @@ def bench_config(fv: flags.FlagValues):
     'batch': ('search', 'batch_size'),
     'engine': ('search', 'engine'),
     'chunk': ('search', 'chunk'),
+    'init': ('search', 'init'),
     'conv-impl': ('search', 'conv_impl'),
     'threads': ('search', 'threads'),
     'low-memory': ('search', 'low_memory'),
@@ -173,6 +180,7 @@ def run(config) -> dict:
     memory.return_freed_memory(low=config.search.low_memory)
     result = search_lib.search(config)
   wall = time.perf_counter() - _START
+  usage = resource.getrusage(resource.RUSAGE_SELF)
   best, s = result.ranked[0], config.search
   device = jax.devices()[0]
   return {
@@ -183,6 +191,7 @@ def run(config) -> dict:
     'record_metrics': s.record_metrics,
     'engine': metrics.resolve_engine(config, jax.default_backend()),  # 'auto' resolved
     'chunk': s.chunk,
+    'init': metrics.init_of(config),
     'conv_impl': s.conv_impl,
     'threads': s.threads,
     'low_memory': s.low_memory,
@@ -196,7 +205,10 @@ def run(config) -> dict:
     'compile_count': counter.compiles - counter.cache_hits,
     'cache_hits': counter.cache_hits,
     'compile_seconds': counter.seconds,
-    'peak_rss_bytes': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,  # KiB on Linux
+    'peak_rss_bytes': usage.ru_maxrss * 1024,  # KiB on Linux
+    # The process's CPU time: on a machine shared with other jobs, far less
+    # inflated than the wall time.
+    'cpu_seconds': usage.ru_utime + usage.ru_stime,
     'best_score': best.score,
     'best_blocks': list(best.genotype.blocks),
   }

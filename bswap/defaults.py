@@ -60,13 +60,20 @@ def search(budget: int) -> ml_collections.ConfigDict:
   s.aggregate = 'log_rank'
   s.aggregate_metrics = 'synflow,jacov,snip'
   s.batch_size = 128
+  # Fisher's initial weights: 'per_candidate' (the seed contract: candidate i's
+  # own draw) or 'shared' (every candidate with type t at block b has the same
+  # weights there; the batched engine then runs each type group as one block
+  # over the members' batches). Scoring only: a student's training init is the
+  # seed contract's either way. Rank fidelity and speed: docs/scoring_fidelity.md.
+  s.init = 'per_candidate'
   # False: every candidate sees the same seeded batch (a fairer comparison).
   # True: a fresh batch per candidate, as the reference code does.
   s.fresh_batch_per_candidate = False
   # 'fast': block by block, compiles shared by all candidates (bswap/scoring/engine.py);
   # 'batched': the same pieces vmapped over a chunk's candidates of one block type
   # (bswap/scoring/batched.py); 'reference': one whole-network compile per candidate;
-  # 'auto': 'fast' on CPUs, 'batched' on GPUs and TPUs (docs/benchmarks.md).
+  # 'auto': 'fast' on CPUs, 'batched' on GPUs and TPUs and with init='shared'
+  # (docs/benchmarks.md).
   s.engine = 'auto'
   # 'batched': candidates scored together; bounds memory (each holds its saved
   # activations: ~2 per block). Ignored by the other engines.

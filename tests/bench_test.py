@@ -23,6 +23,8 @@ DOCUMENTED = {
   'cache_hits',
   'compile_seconds',
   'peak_rss_bytes',
+  'cpu_seconds',
+  'init',
 }
 # WRN-10-2 at 8 px, 2 candidates; Cutout 4 (16 would blank an 8 px image and
 # score every candidate 0); no persistent compile cache.

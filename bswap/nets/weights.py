@@ -18,12 +18,19 @@ that compiles one initialiser per (block type, shape), ~1 s and ~7 MB of
 resident executable each, the larger part of a cold search's compile time
 and a quarter of its memory. The scaling happens in numpy, exact IEEE
 float32, so the weights do not depend on the backend.
+
+Shared initialisation (`config.search.init = 'shared'`, scoring only): part
+`b` of type `t` takes the key `shared_key(seed, b, t)`, the same for every
+candidate that has type t at part b, so candidates differ only where their
+architectures do (common random numbers; docs/scoring_fidelity.md). A
+student's training init stays the per-candidate contract.
 """
 
 from __future__ import annotations
 
 import functools
 import math
+import zlib
 
 import flax.linen as nn
 import jax
@@ -39,6 +46,27 @@ COLLECTIONS = ('params', 'batch_stats')
 def part_key(seed: int, index: int, part: int) -> jax.Array:
   """The seed contract: the key of part `part` of candidate `index`."""
   return jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(seed), index), part)
+
+
+# Shared keys branch off the seed's key at this index: no candidate index reaches it.
+SHARED_INDEX = (1 << 32) - 1
+INITS = ('per_candidate', 'shared')
+
+
+def shared_key(seed: int, part: int, type_name: str) -> jax.Array:
+  """The key of part `part` of type `type_name` under shared initialisation.
+
+  The type enters as the CRC-32 of its name (stable, unlike an index into a
+  menu that may grow); stem and head pass their role ('stem', 'head').
+  """
+  key = part_key(seed, SHARED_INDEX, part)
+  return jax.random.fold_in(key, zlib.crc32(type_name.encode()))
+
+
+def check_init(init: str) -> str:
+  if init not in INITS:
+    raise ValueError(f'--config.search.init={init!r} is unknown; choose one of {", ".join(INITS)}')
+  return init
 
 
 @functools.partial(jax.jit, static_argnums=(1, 2))

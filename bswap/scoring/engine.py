@@ -165,22 +165,45 @@ def spec(x) -> jax.ShapeDtypeStruct:
 class Engine:
   """Scores genotypes of one skeleton; compiled pieces are shared across calls and threads."""
 
-  def __init__(self, skel: arch_lib.Skeleton, pieces: Pieces, conv_impl: str = 'fast'):
+  def __init__(
+    self,
+    skel: arch_lib.Skeleton,
+    pieces: Pieces,
+    conv_impl: str = 'fast',
+    init: str = 'per_candidate',
+  ):
     self.skeleton = skel
     self.pieces = pieces
     self.conv_impl = conv_impl
+    self.init = weights.check_init(init)
+    self._shared: dict = {}  # (seed, part, type) -> variables, under shared init
 
   def _compiled(self, key, fn, *args):
     """`fn` compiled ahead of time for the shapes of `args` (arrays or specs), once per key."""
     return self.pieces.get(key, lambda: jax.jit(fn).lower(*args).compile())
 
   def variables(self, geno: genotype_lib.Genotype, seed: int, index: int):
-    """Per-part variables of candidate `index`, exactly as `models.init_variables`."""
+    """Per-part variables of candidate `index`: `models.init_variables`'s, or the shared ones.
+
+    Under shared init a part's variables depend on (seed, part, type) only, so
+    they are drawn once and reused by every candidate (the same arrays).
+    """
     parts = models.build_parts(geno, self.skeleton, named=False)  # the canonical modules
-    return [
-      weights.part_variables(module, shape[2], weights.part_key(seed, index, part))
-      for _, module, part, shape in parts
-    ]
+    if self.init == 'per_candidate':
+      return [
+        weights.part_variables(module, shape[2], weights.part_key(seed, index, part))
+        for _, module, part, shape in parts
+      ]
+    types = ['stem', *geno.blocks, 'head']
+    out = []
+    for (_, module, part, shape), type_name in zip(parts, types):
+      key = (seed, part, type_name)
+      if key not in self._shared:  # a race only draws the same values twice
+        self._shared[key] = weights.part_variables(
+          module, shape[2], weights.shared_key(seed, part, type_name)
+        )
+      out.append(self._shared[key])
+    return out
 
   def modules(self, geno):
     parts = models.build_parts(geno, self.skeleton, named=False, conv_impl=self.conv_impl)

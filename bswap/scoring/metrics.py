@@ -43,6 +43,7 @@ from bswap.nets import weights
 from bswap.scoring import batched as batched_lib
 from bswap.scoring import engine as engine_lib
 from bswap.scoring import fisher
+from bswap.scoring import shared as shared_lib
 from bswap.scoring.proxies import blockwise
 from bswap.scoring.proxies import formulas
 from bswap.scoring.proxies import passes as passes_lib
@@ -62,17 +63,28 @@ class Metric:
   value: Callable[[Mapping[str, object], Candidate], float] | None = None
 
 
+def init_of(config) -> str:
+  """config.search.init ('per_candidate' when absent: configs written before it existed)."""
+  return weights.check_init(config.search.get('init', 'per_candidate'))
+
+
 def _fisher_fast(config, skel: arch_lib.Skeleton, pieces: engine_lib.Pieces) -> Scorer:
   impl = convs.resolve(config.search.conv_impl, jax.default_backend(), 'search.conv_impl')
-  engine = engine_lib.Engine(skel, pieces, impl)
+  engine = engine_lib.Engine(skel, pieces, impl, init_of(config))
   return lambda geno, index, images, labels: engine.score(geno, config.seed, index, images, labels)
+
+
+# Candidates per grouped call on a CPU: each holds its saved activations
+# (~350 MB for WRN-40-2 at batch 128), times search.threads calls in flight.
+CPU_CHUNK = 8
 
 
 class ChunkScorer:
   """A scorer that also scores a chunk of candidates at once (`score_chunk`)."""
 
-  def __init__(self, engine: batched_lib.Batched, seed: int):
+  def __init__(self, engine: batched_lib.Batched, seed: int, threads: int = 1):
     self.engine, self.seed = engine, seed
+    self.chunk_threads = threads  # chunks scored concurrently
 
   @property
   def chunk(self) -> int:
@@ -88,11 +100,25 @@ class ChunkScorer:
 
 def _fisher_batched(config, skel: arch_lib.Skeleton, pieces: engine_lib.Pieces) -> Scorer:
   impl = convs.resolve(config.search.conv_impl, jax.default_backend(), 'search.conv_impl')
+  if init_of(config) == 'shared':  # one kernel per group over the members' batches
+    # On a CPU one call keeps about one core busy: chunks run on search.threads
+    # threads, as the fast engine's candidates do, and hold at most CPU_CHUNK
+    # candidates each (memory; larger chunks amortise dispatch, which a CPU's
+    # milliseconds-long kernels do not need).
+    cpu = jax.default_backend() == 'cpu'
+    chunk = min(config.search.chunk, CPU_CHUNK) if cpu else config.search.chunk
+    engine = shared_lib.Shared(skel, pieces, impl, chunk)
+    return ChunkScorer(engine, config.seed, config.search.threads if cpu else 1)
   return ChunkScorer(batched_lib.Batched(skel, pieces, impl, config.search.chunk), config.seed)
 
 
 def _fisher_reference(config, skel: arch_lib.Skeleton, pieces: engine_lib.Pieces) -> Scorer:
   del pieces  # one compile per candidate, cached by fisher.jitted_fisher
+  if init_of(config) != 'per_candidate':
+    raise ValueError(
+      "--config.search.init='shared' is scored by the fast and batched engines only; "
+      'set --config.search.engine=fast or batched (or auto)'
+    )
 
   def score(geno, index, images, labels):
     model = models.build(geno, skel.num_classes)
@@ -446,7 +472,8 @@ def get(name: str) -> Metric:
 
 
 def resolve_engine(config, platform: str) -> str:
-  """config.search.engine for a backend: 'auto' is 'fast' on CPUs, 'batched' elsewhere.
+  """config.search.engine for a backend: 'auto' is 'fast' on CPUs, 'batched' elsewhere
+  and under shared init.
 
   On a CPU one candidate at a time is fastest (vmapped convolutions over weight
   sets become slower grouped ones there; docs/benchmarks.md); on a GPU or TPU
@@ -457,7 +484,11 @@ def resolve_engine(config, platform: str) -> str:
   if engine != 'auto':
     return engine
   metric = METRICS.get(config.search.metric)  # unknown: make_scorer names it
-  return 'batched' if platform != 'cpu' and metric and 'batched' in metric.engines else 'fast'
+  batched = metric is not None and 'batched' in metric.engines
+  # Shared init: the grouped engine (bswap/scoring/shared.py) everywhere, since
+  # it runs no vmap over weights, the CPU's reason for 'fast'.
+  grouped = init_of(config) == 'shared'
+  return 'batched' if batched and (platform != 'cpu' or grouped) else 'fast'
 
 
 def make_scorer(config, skel: arch_lib.Skeleton, pieces: engine_lib.Pieces) -> Scorer:
@@ -544,4 +575,5 @@ def search_scorer(config, skel: arch_lib.Skeleton, pieces: engine_lib.Pieces):
       return [(*r, rest(*item) if rest else {}) for item, r in zip(items, ranked)]
 
     score.score_chunk, score.chunk = score_chunk, rank.chunk
+    score.chunk_threads = rank.chunk_threads
   return score

@@ -90,6 +90,9 @@ def search_settings(config) -> dict[str, Any]:
     'fresh_batch_per_candidate': s.fresh_batch_per_candidate,
     'data': _data_settings(config),
   }
+  init = metrics.init_of(config)
+  if init != 'per_candidate':  # unrecorded: per_candidate, so older records still match
+    settings['init'] = init
   if 'macs' in constraints.names(config):
     settings.update(mac_budget=s.mac_budget, mac_band=s.mac_band)
   if s.metric == 'rank_aggregate':

@@ -107,9 +107,10 @@ def score_candidates(
 
   With a `journal` (bswap.search.journal), candidates it holds are not scored
   again, and each new score is added to it as it comes. A scorer with
-  `score_chunk` (the batched engine) gets `score.chunk` items at a time; any
-  other one item at a time, on `threads` threads. Progress: a bar on a
-  terminal, else a line every `log_every` seconds.
+  `score_chunk` (the batched engine) gets `score.chunk` items at a time, on
+  `score.chunk_threads` threads (default 1); any other one item at a time, on
+  `threads` threads. Progress: a bar on a terminal, else a line every
+  `log_every` seconds.
   """
 
   def scored(i, geno, total, per_block, recorded):
@@ -128,7 +129,8 @@ def score_candidates(
   todo = [item for item in items if item[0] not in done]
   if hasattr(score, 'score_chunk'):
     size = max(1, score.chunk)
-    work, threads = chunk, 1  # one chunk already fills the device
+    # One chunk fills a GPU; on a CPU the scorer may ask for more (chunk_threads).
+    work, threads = chunk, getattr(score, 'chunk_threads', 1)
     parts = [todo[start : start + size] for start in range(0, len(todo), size)]
   else:
     work, parts = one, [[item] for item in todo]
