@@ -72,8 +72,7 @@ def search(budget: int) -> ml_collections.ConfigDict:
   # 'fast': block by block, compiles shared by all candidates (bswap/scoring/engine.py);
   # 'batched': the same pieces vmapped over a chunk's candidates of one block type
   # (bswap/scoring/batched.py); 'reference': one whole-network compile per candidate;
-  # 'auto': 'fast' on CPUs, 'batched' on GPUs and TPUs and with init='shared'
-  # (docs/benchmarks.md).
+  # 'auto': 'fast' on CPUs, 'batched' on GPUs and TPUs (docs/benchmarks.md).
   s.engine = 'auto'
   # 'batched': candidates scored together; bounds memory (each holds its saved
   # activations: ~2 per block). Ignored by the other engines.

@@ -2,7 +2,7 @@
 
   PYTHONPATH=. python launch/scoring_fidelity.py --out runs/fidelity \\
       [--candidates 1000] [--variants pc128A,pc128B,sh128A,sh128B,pc64A,pc32A,pc16A] \\
-      [--source /work/shared/data/cifar10-jpeg.tar.gz] [--study /work/runs/study_400k_cpu2] \\
+      [--source DATA] [--study STUDY_WORKDIR] \\
       [--report-only] [--doc docs/scoring_fidelity.md] [--smoke]
 
 One fixed list of candidates (sampled at 400K +- 2.5% for WRN-40-2 from the
@@ -337,7 +337,9 @@ def main(argv=None) -> int:
   p.add_argument('--out', required=True)
   p.add_argument('--candidates', type=int, default=1000)
   p.add_argument('--variants', default=None)
-  p.add_argument('--source', default='/work/shared/data/cifar10-jpeg.tar.gz')
+  p.add_argument(
+    '--source', default='cifar10', help="config.data.source ('cifar10' downloads; or a .tar.gz)"
+  )
   p.add_argument('--study', default='')
   p.add_argument('--chunk', type=int, default=8, help="the shared variants' chunk")
   p.add_argument(

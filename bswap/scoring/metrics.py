@@ -472,8 +472,7 @@ def get(name: str) -> Metric:
 
 
 def resolve_engine(config, platform: str) -> str:
-  """config.search.engine for a backend: 'auto' is 'fast' on CPUs, 'batched' elsewhere
-  and under shared init.
+  """config.search.engine for a backend: 'auto' is 'fast' on CPUs, 'batched' elsewhere.
 
   On a CPU one candidate at a time is fastest (vmapped convolutions over weight
   sets become slower grouped ones there; docs/benchmarks.md); on a GPU or TPU
@@ -484,11 +483,10 @@ def resolve_engine(config, platform: str) -> str:
   if engine != 'auto':
     return engine
   metric = METRICS.get(config.search.metric)  # unknown: make_scorer names it
-  batched = metric is not None and 'batched' in metric.engines
-  # Shared init: the grouped engine (bswap/scoring/shared.py) everywhere, since
-  # it runs no vmap over weights, the CPU's reason for 'fast'.
-  grouped = init_of(config) == 'shared'
-  return 'batched' if batched and (platform != 'cpu' or grouped) else 'fast'
+  # Under shared init too: the grouped engine (bswap/scoring/shared.py) has no
+  # measured CPU time yet (docs/benchmarks.md), and 'fast' scores shared weights
+  # one candidate at a time.
+  return 'batched' if platform != 'cpu' and metric and 'batched' in metric.engines else 'fast'
 
 
 def make_scorer(config, skel: arch_lib.Skeleton, pieces: engine_lib.Pieces) -> Scorer:

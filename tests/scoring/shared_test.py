@@ -94,11 +94,11 @@ def test_init_is_recorded_only_when_shared_and_a_change_is_a_mismatch():
   assert any(m.startswith('init:') for m in record.settings_mismatches(recorded, config))
 
 
-def test_auto_is_the_grouped_engine_under_shared_init():
+def test_auto_under_shared_init_is_the_grouped_engine_off_cpus_only():
   config = defaults.cifar_config(400_000)
-  assert metrics.resolve_engine(config, 'cpu') == 'fast'
   config.search.init = 'shared'
-  assert metrics.resolve_engine(config, 'cpu') == 'batched'
+  # The grouped engine's CPU time is unmeasured: 'fast' scores shared weights there.
+  assert metrics.resolve_engine(config, 'cpu') == 'fast'
   assert metrics.resolve_engine(config, 'gpu') == 'batched'
   config.search.engine = 'fast'  # one at a time with shared weights: the tests' reference
   assert metrics.resolve_engine(config, 'cpu') == 'fast'
