@@ -32,14 +32,12 @@ from collections.abc import Mapping
 from collections.abc import Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
 from bswap.nets import arch as arch_lib
 from bswap.nets import convs
 from bswap.nets import models
-from bswap.nets import weights
 from bswap.scoring import batched as batched_lib
 from bswap.scoring import engine as engine_lib
 from bswap.scoring import fisher
@@ -105,11 +103,6 @@ def _fisher_reference(config, skel: arch_lib.Skeleton, pieces: engine_lib.Pieces
 
 # Candidate: the inputs of every pass --------------------------------------------------------
 
-# A part index past the head's (B + 1): zen's Gaussian kernels and inputs come
-# from this candidate's key, apart from its initial weights.
-_ZEN_PART_OFFSET = 2
-
-
 @dataclasses.dataclass
 class Candidate:
   """One genotype, initialised by the seed contract, and the batch it is scored on."""
@@ -139,7 +132,7 @@ class Candidate:
     return self.variables
 
   def zen_key(self) -> jax.Array:
-    return weights.part_key(self.seed, self.index, self.skeleton.num_blocks + _ZEN_PART_OFFSET)
+    return passes_lib.zen_key(self.seed, self.index, self.skeleton.num_blocks)
 
   def run(self, name: str):
     """The outputs of pass `name` (passes.py), on the host."""
@@ -154,18 +147,12 @@ class Candidate:
     if name == 'meco':
       return jax.device_get(passes_lib.jitted('meco', m)(v, x[:1]))
     if name == 'zen':
-      k_weights, k1, k2 = jax.random.split(self.zen_key(), 3)
-      dtype = passes_lib.network_dtype(x)
-      # Drawn in float32 whatever the dtype: float64 draws are other numbers.
-      x1, x2 = (jax.random.normal(k, x.shape, jnp.float32).astype(dtype) for k in (k1, k2))
+      k_weights, x1, x2 = passes_lib.zen_draws(self.zen_key(), x.shape, passes_lib.network_dtype(x))
       gaussian = passes_lib.gaussian_kernels(v, k_weights)
       return jax.device_get(passes_lib.jitted('zen', m)(gaussian, x1, x2))
-    if name == 'zico':  # B = 2: the batch's two halves (canonical: two full batches)
-      half = x.shape[0] // 2
-      if half < 1:
-        raise ValueError(f'zico needs a batch of at least 2 (two halves); got {x.shape[0]}')
+    if name == 'zico':
       grads = passes_lib.jitted('kernel_gradients', m)
-      per_batch = [grads(v, x[:half], y[:half]), grads(v, x[half:], y[half:])]
+      per_batch = [grads(v, xb, yb) for xb, yb in passes_lib.halves(x, y)]
       return np.asarray(_zico_sums(per_batch))
     if name in ('jac', 'codes'):
       return np.asarray(passes_lib.jitted(name, m)(v, x))

@@ -42,7 +42,7 @@ from bswap.scoring.proxies import passes
 from bswap.scoring.proxies import taps
 
 # The passes this engine runs, and the static pseudo-pass.
-PASSES = ('loss', 'syn', 'jac', 'codes', 'static')
+PASSES = ('loss', 'syn', 'jac', 'codes', 'zico', 'meco', 'zen', 'static')
 
 
 def _cast(v, dtype):
@@ -136,6 +136,57 @@ def _jac_piece(module, is_head: bool):
   return piece
 
 
+def _zico_piece(module, is_head: bool):
+  """(v, xa, xb, dya, dyb) -> (dL_a/dxa, dL_b/dxb, ZiCo's per-layer sums over the two batches).
+
+  Each batch's weight gradients, its part's forward recomputed; at the head dya, dyb are
+  the two halves' labels.
+  """
+
+  def piece(v, xa, xb, dya, dyb):
+    v = _cast(v, passes.network_dtype(xa))
+
+    def gradients(x, dy):
+      f = lambda params, x: _apply(module, {**v, 'params': params}, x)[0]
+      y, pullback = jax.vjp(f, v['params'], x)
+      g_params, dx = pullback(jax.grad(losses.cross_entropy)(y, dy) if is_head else dy)
+      return [k for _, k in taps.kernels(g_params)], dx
+
+    ga, dxa = gradients(xa, dya)
+    gb, dxb = gradients(xb, dyb)
+    return dxa, dxb, passes.zico_sums([ga, gb])
+
+  return piece
+
+
+def _meco_forward(module):
+  """(v, image) -> (output, MeCo's tensors of this part), batch 1."""
+
+  def forward(v, x):
+    y, sown = _apply(module, _cast(v, passes.network_dtype(x)), x, (blocks.TAPS,))
+    return y, passes.meco_tensors(sown[blocks.TAPS])
+
+  return forward
+
+
+def _zen_forward(module, is_head: bool):
+  """(v, key, a, b) -> (a', b', per-BN terms), the head's Delta in place of (a', b').
+
+  The part's kernels ~ N(0, 1) from its own key; a and b are the x1 and x_mix streams.
+  """
+
+  def forward(v, key, a, b):
+    v = {**v, 'params': passes.gaussian_part(v['params'], key)}
+    v = _cast(v, passes.network_dtype(a))
+    ya, ta = _apply(module, v, a, (blocks.TAPS,))
+    yb, tb = _apply(module, v, b, (blocks.TAPS,))
+    ta, tb = ta[blocks.TAPS], tb[blocks.TAPS]
+    terms = passes.zen_bn_terms(ta, tb)
+    return (passes.zen_delta(ta, tb), terms) if is_head else (ya, yb, terms)
+
+  return forward
+
+
 @functools.lru_cache(maxsize=4096)
 def _part_counts(module, shape: tuple[int, ...]) -> tuple[int, float]:
   """(parameters, tensorwatch flops) of one part at batch 1, from shapes only."""
@@ -168,20 +219,22 @@ class ProxyEngine:
     return modules, variables
 
   def _forward_sweep(self, modules, variables, images, kind='forward'):
-    """Each part's input, and the head's; with kind 'codes', each part's ReLU kernel (the
-    head's too) instead."""
-    xs, kernels, x = [], [], images
-    parts = zip(modules, variables) if kind == 'codes' else zip(modules[:-1], variables[:-1])
+    """Each part's input, and the head's; with kind 'codes' (each part's ReLU kernel) or
+    'meco' (each part's MeCo tensors), the head's too, and those outputs."""
+    xs, outs, x = [], [], images
+    with_head = kind in ('codes', 'meco')
+    parts = zip(modules, variables) if with_head else zip(modules[:-1], variables[:-1])
+    build = {'codes': _codes_forward, 'meco': _meco_forward, 'forward': _forward}[kind]
     for module, v in parts:
       xs.append(x)
-      spec = engine_lib.spec(x)
-      if kind == 'codes':
-        x, k = self._piece(('proxy-codes', module, spec), _codes_forward(module), v, x)(v, x)
-        kernels.append(k)
+      fn = self._piece((f'proxy-{kind}', module, engine_lib.spec(x)), build(module), v, x)
+      if with_head:
+        x, out = fn(v, x)
+        outs.append(out)
       else:
-        x = self._piece(('proxy-forward', module, spec), _forward(module), v, x)(v, x)
+        x = fn(v, x)
     xs.append(x)
-    return xs, kernels
+    return xs, outs
 
   def _backward_sweep(self, kind, modules, variables, xs, head_arg):
     """[(part index, terms)] from the head back to the stem; kind 'loss', 'syn' or 'jac'."""
@@ -237,7 +290,45 @@ class ProxyEngine:
         for k, v in terms.items():
           merged.setdefault(k, []).append(np.asarray(v))
       return {k: np.concatenate(v) for k, v in merged.items()}
+    if name == 'zico':
+      return self._zico(modules, variables, images, labels)
+    if name == 'meco':
+      _, tensors = self._forward_sweep(modules, variables, images[:1], 'meco')
+      return [np.asarray(t) for part in tensors for t in part]
+    if name == 'zen':
+      return self._zen(modules, variables, passes.zen_key(seed, index, len(modules) - 2), images)
     raise ValueError(f'the block engine has no pass {name!r}; it runs {", ".join(PASSES)}')
+
+  def _zico(self, modules, variables, images, labels):
+    """ZiCo's per-layer sums: a forward sweep per half, one backward sweep for both."""
+    (xa, ya), (xb, yb) = passes.halves(images, labels)
+    xs_a, _ = self._forward_sweep(modules, variables, xa)
+    xs_b, _ = self._forward_sweep(modules, variables, xb)
+    sums, dya, dyb = [], ya, yb
+    last = len(modules) - 1
+    for p in range(last, -1, -1):
+      module, v, a, b = modules[p], variables[p], xs_a[p], xs_b[p]
+      args = (v, a, b, dya, dyb)
+      key = ('proxy-zico', module, *(engine_lib.spec(t) for t in args[1:]), p == last)
+      dya, dyb, s = self._piece(key, _zico_piece(module, p == last), *args)(*args)
+      sums.append(s)
+    return np.concatenate([np.asarray(s) for s in reversed(sums)])
+
+  def _zen(self, modules, variables, key, images):
+    """(Delta, BN term): both Gaussian streams through each part, its kernels drawn inside."""
+    k_weights, x1, x2 = passes.zen_draws(key, images.shape, passes.network_dtype(images))
+    a, b, terms = x1, x1 + passes.ZEN_MIX * x2, []
+    last = len(modules) - 1
+    for p, (module, v) in enumerate(zip(modules, variables)):
+      args = (v, jax.random.fold_in(k_weights, p), a, b)
+      key = ('proxy-zen', module, engine_lib.spec(a), p == last)
+      fn = self._piece(key, _zen_forward(module, p == last), *args)
+      if p == last:
+        delta, t = fn(*args)
+      else:
+        a, b, t = fn(*args)
+      terms.append(t)
+    return float(delta), float(np.sum(np.concatenate([np.asarray(t, np.float64) for t in terms])))
 
   def _syn_forward(self, modules, variables, ones):
     """synflow's forward sweep: |weights|, BN removed, float64."""
