@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from bswap import bench
 from bswap.nets import arch
 from bswap.scoring import metrics
 from bswap.scoring.proxies import blockwise
@@ -103,3 +104,26 @@ def test_float32_engine_is_within_the_measured_noise_floor_of_float64(pieces):
     for name in NAMES:
       atol = FLOAT32_RTOL['plain'] * f64['snip'] if name == 'plain' else 0
       np.testing.assert_allclose(f32[name], f64[name], rtol=FLOAT32_RTOL[name], atol=atol)
+
+
+def test_fresh_candidates_of_seen_block_types_compile_nothing(pieces):
+  # Every engine pass (zico, meco and zen included) on new genotypes built from the block
+  # types already seen at each position, at new indices (new weights): no XLA compile.
+  skel = arch.wrn_skeleton(10, 1, image_size=16)
+  warm = sampler.sample(skel, 30_000, 2, seed=1, band=0.5, names=MENU).genotypes
+  proxy_engine = blockwise.ProxyEngine(skel, pieces, 'fast')
+  with jax.enable_x64(True):
+    x, y = _batch(16)
+    score = lambda geno, i: metrics.evaluate(
+      metrics.Candidate.build(geno, skel, 3, i, x, y, proxy_engine), NAMES
+    )
+    for i, geno in enumerate(warm):
+      score(geno, i)
+    built = pieces.builds
+    rng = np.random.default_rng(0)
+    with bench.CompileCounter() as counter:
+      for i in range(3):
+        blocks = tuple(warm[rng.integers(2)].blocks[b] for b in range(skel.num_blocks))
+        score(type(warm[0])(blocks, 'wrn', 10, 1), 100 + i)
+  assert counter.compiles == 0 and pieces.builds == built
+  assert {'zico', 'meco', 'zen'} <= set(NAMES)
