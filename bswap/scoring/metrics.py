@@ -103,6 +103,7 @@ def _fisher_reference(config, skel: arch_lib.Skeleton, pieces: engine_lib.Pieces
 
 # Candidate: the inputs of every pass --------------------------------------------------------
 
+
 @dataclasses.dataclass
 class Candidate:
   """One genotype, initialised by the seed contract, and the batch it is scored on."""
@@ -117,6 +118,7 @@ class Candidate:
   genotype: object = None
   # The block engine, for the passes it runs (blockwise.PASSES); None: whole network.
   engine: blockwise.ProxyEngine | None = None
+  wanted: tuple[str, ...] = ()  # the metrics asked for: the engine computes only what they read
 
   @classmethod
   def build(cls, geno, skel: arch_lib.Skeleton, seed: int, index: int, images, labels, engine=None):
@@ -137,7 +139,9 @@ class Candidate:
   def run(self, name: str):
     """The outputs of pass `name` (passes.py), on the host."""
     if self.engine is not None and name in blockwise.PASSES:
-      return self.engine.run(name, self.genotype, self.seed, self.index, self.images, self.labels)
+      outputs = blockwise.loss_outputs(self.wanted)
+      args = (self.genotype, self.seed, self.index, self.images, self.labels, outputs)
+      return self.engine.run(name, *args)
     m, v, x, y = self.model, self._variables(), self.images, self.labels
     if name == 'static':
       return {**_counts(m, x.shape[1:]), 'l2_norm': passes_lib.l2_norms(v)}
@@ -419,6 +423,7 @@ def evaluate(candidate: Candidate, names: Sequence[str]) -> dict[str, float]:
   """{name: score} of one candidate, every pass the metrics need run once."""
   metrics = [get(n) for n in names]
   needed = dict.fromkeys(p for m in metrics for p in m.passes)
+  candidate.wanted = tuple(m.name for m in metrics)
   outputs = {p: candidate.run(p) for p in needed}
   return {m.name: float(m.value(outputs, candidate)) for m in metrics}
 

@@ -124,6 +124,74 @@ def _loss_piece(module, is_block: bool, is_head: bool, synflow: bool = False):
   return piece
 
 
+# What each loss-family metric reads of the loss pass: weight gradients, every layer
+# output's cotangent, or each block's probe. A pass computes only what its metrics read.
+LOSS_OUTPUTS = {
+  'grad_norm': 'weights',
+  'snip': 'weights',
+  'plain': 'weights',
+  'fisher': 'layers',
+  'fisher_potential': 'probe',
+}
+ALL_LOSS_OUTPUTS = ('layers', 'probe', 'weights')
+
+
+def loss_outputs(names) -> tuple[str, ...]:
+  """The loss pass outputs metrics `names` read (sorted; a compile key); () if none."""
+  return tuple(sorted({LOSS_OUTPUTS[n] for n in names if n in LOSS_OUTPUTS}))
+
+
+def _loss_forward(module, is_block: bool, outputs: tuple[str, ...]):
+  """(v, x) -> (y, pullback, sown): a part's forward in the loss pass, its pullback kept.
+
+  As in the Fisher engine, only conv outputs are saved (`dots_saveable`); the
+  pullback gives the weight gradients only when 'weights' is asked for, the
+  layer outputs' cotangents only for 'layers', the probe's only for 'probe'.
+  """
+  layers, probe = 'layers' in outputs, 'probe' in outputs and is_block
+  collections = ((blocks.TAPS,) if layers else ()) + (('intermediates',) if probe else ())
+
+  def forward(v, x):
+    v = _cast(v, passes.network_dtype(x))
+    lp = _zeros_like_perturbations(module, v, x, blocks.LAYER_PERTURBATIONS) if layers else {}
+    pp = _zeros_like_perturbations(module, v, x, 'perturbations') if probe else {}
+
+    def f(params, x, lp, pp):
+      full = {**v, 'params': params}
+      if layers:
+        full[blocks.LAYER_PERTURBATIONS] = lp
+      if probe:
+        full['perturbations'] = pp
+      return _apply(module, full, x, collections)
+
+    f = jax.checkpoint(f, policy=jax.checkpoint_policies.dots_saveable)
+    if 'weights' in outputs:
+      return jax.vjp(f, v['params'], x, lp, pp, has_aux=True)
+    return jax.vjp(lambda x, lp, pp: f(v['params'], x, lp, pp), x, lp, pp, has_aux=True)
+
+  return forward
+
+
+def _loss_backward(is_block: bool, outputs: tuple[str, ...], need_dx: bool):
+  """(params, pullback, sown, dy) -> (dL/dx or None, the part's per-layer terms)."""
+
+  def backward(params, pullback, sown, dy):
+    grads = pullback(dy)
+    if 'weights' not in outputs:
+      grads = (None, *grads)
+    g_params, dx, g_layers, g_probe = grads
+    params = _cast(params, dy.dtype)
+    terms = passes.weight_terms(params, g_params) if g_params is not None else {}
+    if 'layers' in outputs:
+      terms['fisher'] = passes.fisher_terms(params, sown[blocks.TAPS], g_layers)
+    if 'probe' in outputs and is_block:
+      probe = sown['intermediates'][blocks.PROBE][-1]
+      terms['fisher_potential'] = fisher.block_fisher(probe, g_probe[blocks.PROBE])[None]
+    return (dx if need_dx else None), terms
+
+  return backward
+
+
 def _jac_piece(module, is_head: bool):
   """(v, x, dy) -> d(sum logits)/dx through one part (dy unused at the head)."""
 
@@ -257,8 +325,11 @@ class ProxyEngine:
         out.append(terms)
     return dy if kind == 'jac' else out
 
-  def run(self, name: str, geno, seed: int, index: int, images, labels):
-    """The outputs of pass `name` for candidate `index`, in the reference path's form."""
+  def run(self, name: str, geno, seed: int, index: int, images, labels, outputs=()):
+    """The outputs of pass `name` for candidate `index`, in the reference path's form.
+
+    `outputs`: what the loss pass computes (`loss_outputs`); () for everything.
+    """
     modules, variables = self._parts(geno, seed, index)
     if name == 'static':
       shapes = [s for *_, s in models.build_parts(geno, self.skeleton, named=False)]
@@ -283,8 +354,7 @@ class ProxyEngine:
         parts = self._backward_sweep('syn', modules, variables, xs, jnp.zeros((), jnp.float64))
         return np.concatenate([np.asarray(t['synflow']) for t in parts])
     if name == 'loss':
-      xs, _ = self._forward_sweep(modules, variables, images)
-      parts = self._backward_sweep('loss', modules, variables, xs, labels)
+      parts = self._loss(modules, variables, images, labels, outputs or ALL_LOSS_OUTPUTS)
       merged = {}
       for terms in reversed(parts):  # stem first, as the parts are ordered
         for k, v in terms.items():
@@ -298,6 +368,34 @@ class ProxyEngine:
     if name == 'zen':
       return self._zen(modules, variables, passes.zen_key(seed, index, len(modules) - 2), images)
     raise ValueError(f'the block engine has no pass {name!r}; it runs {", ".join(PASSES)}')
+
+  def _loss(self, modules, variables, images, labels, outputs):
+    """[terms] of each part, head first: forward keeping each part's pullback, then back."""
+    saved, x = [], images
+    for p, (module, v) in enumerate(zip(modules[:-1], variables[:-1])):
+      key = ('proxy-loss-forward', module, engine_lib.spec(x), outputs)
+      forward = self._piece(key, _loss_forward(module, p > 0, outputs), v, x)
+      y, pullback, sown = forward(v, x)
+      saved.append((forward, x, pullback, sown))
+      x = y
+    head, v = modules[-1], variables[-1]
+    key = ('proxy-loss', head, engine_lib.spec(x), engine_lib.spec(labels), True)
+    dy, terms = self._piece(key, _loss_piece(head, False, True), v, x, labels)(v, x, labels)
+    out = [{k: t for k, t in terms.items() if LOSS_OUTPUTS[k] in outputs}]
+    for p in range(len(saved) - 1, -1, -1):
+      forward, x, pullback, sown = saved[p]
+      params = variables[p]['params']
+      fn = _loss_backward(p > 0, outputs, need_dx=p > 0)
+      key = ('proxy-loss-backward', modules[p], engine_lib.spec(x), outputs)
+
+      def build(forward=forward, fn=fn, params=params):
+        _, pullback_spec, sown_spec = forward.out_info
+        dy_spec = forward.out_info[0]
+        return jax.jit(fn).lower(params, pullback_spec, sown_spec, dy_spec).compile()
+
+      dy, terms = self.pieces.get(key, build)(params, pullback, sown, dy)
+      out.append(terms)
+    return out
 
   def _zico(self, modules, variables, images, labels):
     """ZiCo's per-layer sums: a forward sweep per half, one backward sweep for both."""

@@ -91,20 +91,33 @@ def loss(model: nn.Module, variables, images, labels):
 
 def layer_terms(params, weight_grads, sown_taps, layer_grads) -> dict[str, jax.Array]:
   """Per-layer grad_norm, snip, plain and fisher terms of one loss backward (any part of a net)."""
+  return {
+    **weight_terms(params, weight_grads),
+    'fisher': fisher_terms(params, sown_taps, layer_grads),
+  }
+
+
+def weight_terms(params, weight_grads) -> dict[str, jax.Array]:
+  """Per-layer grad_norm, snip and plain terms from the weights and their gradients."""
   w = [k for _, k in taps.kernels(params)]
   g = [k for _, k in taps.kernels(weight_grads)]
-  outputs = _by_path(taps.collect(sown_taps, blocks.LAYER_OUT))
-  cotangents = taps.collect(layer_grads, blocks.LAYER_OUT)
-  fisher_terms = [
-    _fan_in(taps.kernel_of(params, path)) * _layer_fisher(outputs[path], cot)
-    for path, cot in cotangents
-  ]
   return {
     'grad_norm': jnp.stack([jnp.sqrt(jnp.sum(gi**2)) for gi in g]),
     'snip': jnp.stack([jnp.sum(jnp.abs(wi * gi)) for wi, gi in zip(w, g)]),
     'plain': jnp.stack([jnp.sum(wi * gi) for wi, gi in zip(w, g)]),
-    'fisher': jnp.stack(fisher_terms),
   }
+
+
+def fisher_terms(params, sown_taps, layer_grads) -> jax.Array:
+  """Per-layer NASLib fisher: fan_in x the channel saliency of each conv/dense output."""
+  outputs = _by_path(taps.collect(sown_taps, blocks.LAYER_OUT))
+  cotangents = taps.collect(layer_grads, blocks.LAYER_OUT)
+  return jnp.stack(
+    [
+      _fan_in(taps.kernel_of(params, path)) * _layer_fisher(outputs[path], cot)
+      for path, cot in cotangents
+    ]
+  )
 
 
 def _fan_in(kernel) -> int:
