@@ -400,7 +400,7 @@ def score_all(
 
   With engine 'fast' (default: config.search.engine), the passes the block
   engine runs go through it (compiles shared by every candidate), the others
-  (grasp, zen, zico, meco) through the whole network; 'reference': all whole.
+  (grasp) through the whole network; 'reference': all whole.
   """
   engine = engine or resolve_engine(config, jax.default_backend())
   proxy_engine = None

@@ -127,3 +127,25 @@ def test_fresh_candidates_of_seen_block_types_compile_nothing(pieces):
         score(type(warm[0])(blocks, 'wrn', 10, 1), 100 + i)
   assert counter.compiles == 0 and pieces.builds == built
   assert {'zico', 'meco', 'zen'} <= set(NAMES)
+
+
+def test_the_loss_pass_computes_what_its_metrics_read_and_nothing_else(pieces):
+  # One metric alone runs a loss pass with only its outputs (snip: weight gradients; fisher:
+  # layer cotangents; fisher_potential: probes), equal to the reference in float64.
+  skel = arch.wrn_skeleton(10, 1, image_size=16)
+  geno = sampler.sample(skel, 30_000, 1, seed=1, band=0.5, names=MENU).genotypes[0]
+  loss_names = ['grad_norm', 'snip', 'plain', 'fisher', 'fisher_potential']
+  assert blockwise.loss_outputs(['snip']) == ('weights',)
+  assert blockwise.loss_outputs(['fisher', 'nwot']) == ('layers',)
+  assert blockwise.loss_outputs(loss_names) == blockwise.ALL_LOSS_OUTPUTS
+  proxy_engine = blockwise.ProxyEngine(skel, pieces, 'fast')
+  with jax.enable_x64(True):
+    x, y = _batch(16)
+    ref = metrics.evaluate(metrics.Candidate.build(geno, skel, 3, 0, x, y), loss_names)
+    for names in (['snip'], ['fisher'], ['fisher_potential'], ['plain', 'fisher_potential']):
+      outputs = blockwise.loss_outputs(names)
+      got = proxy_engine.run('loss', geno, 3, 0, x, y, outputs)
+      assert set(got) == {n for n in loss_names if blockwise.LOSS_OUTPUTS[n] in outputs}
+      fast = metrics.evaluate(metrics.Candidate.build(geno, skel, 3, 0, x, y, proxy_engine), names)
+      for name in names:
+        np.testing.assert_allclose(fast[name], ref[name], rtol=1e-9, err_msg=name)

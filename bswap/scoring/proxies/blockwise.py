@@ -4,24 +4,29 @@ The same decomposition as `bswap.scoring.engine` (PROXIES.md section 8): a
 candidate is its parts (stem, blocks, head), each compiled once per (part
 module, input shape, dtype, pass) in the search's `Pieces`, so the number of
 compiles is bounded by the menu, the skeleton and the passes, not by the
-number of candidates. Each pass is
+number of candidates. The passes:
 
-  forward   x_{b+1} = part_b(x_b), saving each part's input
-  backward  from the head, (dL/dx_b, part b's per-layer terms) = piece_b(x_b, dL/dx_{b+1}),
-            recomputing the part's forward inside its piece (one forward more per part,
-            nothing held between pieces but the part inputs)
-
-  loss   (grad_norm, snip, plain, fisher, fisher_potential): weight, layer-output and
-         probe cotangents of the mean cross-entropy
-  syn    synflow: the same with |weights| in float64, BN removed, all-ones input, R = sum logits
+  loss   (grad_norm, snip, plain, fisher, fisher_potential): a forward sweep keeping each
+         part's pullback (conv outputs saved, as the Fisher engine), then from the head
+         back, (dL/dx_b, part b's per-layer terms) = backward_b(pullback_b, dL/dx_{b+1}).
+         Only what the metrics asked for read is formed: weight gradients (grad_norm,
+         snip, plain), layer-output cotangents (fisher), probe cotangents (fisher_potential)
+  syn    synflow: |weights| in float64, BN removed, all-ones input, R = sum logits; each
+         backward piece recomputes its part's forward
   jac    (jacov, epe_nas): input cotangents of sum(logits); J at the stem's input
   codes  (nwot): each part's sum of ReLU Hamming kernels, on the forward sweep
+  zico   a forward sweep per half of the batch, then one backward sweep whose pieces take
+         both halves' cotangents and return ZiCo's per-layer sums of the two weight gradients
+  meco   a batch-1 forward sweep returning each part's MeCo tensors
+  zen    one forward sweep carrying both Gaussian streams (x1, x_mix); each part draws its
+         N(0, 1) kernels from its own key (`passes.gaussian_kernels`) and returns its BN
+         terms, the head Delta
 
-Per-layer terms are the reference path's (`passes.layer_terms`), so a total is
-the same sum in another order: equal to the reference within float rounding
-(float64: 1e-9 relative). l2_norm, params and flops need no pass: norms of the
+Per-layer terms are the reference path's (`passes`), so a total is the same
+sum in another order: equal to the reference within float rounding (float64:
+1e-9 relative). l2_norm, params and flops need no pass: norms of the
 candidate's weights and counts cached per part shape. grasp (forward-over-
-reverse through the whole net), zen, zico and meco run on the reference path.
+reverse through the whole net) runs on the whole network.
 """
 
 from __future__ import annotations
@@ -227,6 +232,19 @@ def _zico_piece(module, is_head: bool):
   return piece
 
 
+def _zico_backward(need_dx: bool):
+  """(params, pullback_a, pullback_b, dya, dyb) -> (dxa, dxb, ZiCo's per-layer sums)."""
+
+  def backward(params, pullback_a, pullback_b, dya, dyb):
+    g_a, dxa, *_ = pullback_a(dya)
+    g_b, dxb, *_ = pullback_b(dyb)
+    kernels = lambda g: [k for _, k in taps.kernels(g)]
+    sums = passes.zico_sums([kernels(g_a), kernels(g_b)])
+    return (dxa, dxb, sums) if need_dx else (None, None, sums)
+
+  return backward
+
+
 def _meco_forward(module):
   """(v, image) -> (output, MeCo's tensors of this part), batch 1."""
 
@@ -369,8 +387,8 @@ class ProxyEngine:
       return self._zen(modules, variables, passes.zen_key(seed, index, len(modules) - 2), images)
     raise ValueError(f'the block engine has no pass {name!r}; it runs {", ".join(PASSES)}')
 
-  def _loss(self, modules, variables, images, labels, outputs):
-    """[terms] of each part, head first: forward keeping each part's pullback, then back."""
+  def _pullback_sweep(self, modules, variables, images, outputs):
+    """[(forward piece, part input, pullback, sown)] of stem and blocks, and the head's input."""
     saved, x = [], images
     for p, (module, v) in enumerate(zip(modules[:-1], variables[:-1])):
       key = ('proxy-loss-forward', module, engine_lib.spec(x), outputs)
@@ -378,6 +396,11 @@ class ProxyEngine:
       y, pullback, sown = forward(v, x)
       saved.append((forward, x, pullback, sown))
       x = y
+    return saved, x
+
+  def _loss(self, modules, variables, images, labels, outputs):
+    """[terms] of each part, head first: forward keeping each part's pullback, then back."""
+    saved, x = self._pullback_sweep(modules, variables, images, outputs)
     head, v = modules[-1], variables[-1]
     key = ('proxy-loss', head, engine_lib.spec(x), engine_lib.spec(labels), True)
     dy, terms = self._piece(key, _loss_piece(head, False, True), v, x, labels)(v, x, labels)
@@ -398,17 +421,27 @@ class ProxyEngine:
     return out
 
   def _zico(self, modules, variables, images, labels):
-    """ZiCo's per-layer sums: a forward sweep per half, one backward sweep for both."""
+    """ZiCo's per-layer sums: a forward sweep per half keeping each part's pullback (the loss
+    pass's weight-gradient pieces), then one backward sweep taking both halves."""
     (xa, ya), (xb, yb) = passes.halves(images, labels)
-    xs_a, _ = self._forward_sweep(modules, variables, xa)
-    xs_b, _ = self._forward_sweep(modules, variables, xb)
-    sums, dya, dyb = [], ya, yb
-    last = len(modules) - 1
-    for p in range(last, -1, -1):
-      module, v, a, b = modules[p], variables[p], xs_a[p], xs_b[p]
-      args = (v, a, b, dya, dyb)
-      key = ('proxy-zico', module, *(engine_lib.spec(t) for t in args[1:]), p == last)
-      dya, dyb, s = self._piece(key, _zico_piece(module, p == last), *args)(*args)
+    saved_a, head_a = self._pullback_sweep(modules, variables, xa, ('weights',))
+    saved_b, head_b = self._pullback_sweep(modules, variables, xb, ('weights',))
+    head, v, last = modules[-1], variables[-1], len(modules) - 1
+    args = (v, head_a, head_b, ya, yb)
+    key = ('proxy-zico', head, *(engine_lib.spec(t) for t in args[1:]), True)
+    dya, dyb, s = self._piece(key, _zico_piece(head, True), *args)(*args)
+    sums = [s]
+    for p in range(last - 1, -1, -1):
+      (forward, x, pullback_a, _), (_, _, pullback_b, _) = saved_a[p], saved_b[p]
+      params = variables[p]['params']
+      key = ('proxy-zico-backward', modules[p], engine_lib.spec(x), p > 0)
+
+      def build(forward=forward, params=params, need_dx=p > 0):
+        y_spec, pullback_spec, _ = forward.out_info
+        args = (params, pullback_spec, pullback_spec, y_spec, y_spec)
+        return jax.jit(_zico_backward(need_dx)).lower(*args).compile()
+
+      dya, dyb, s = self.pieces.get(key, build)(params, pullback_a, pullback_b, dya, dyb)
       sums.append(s)
     return np.concatenate([np.asarray(s) for s in reversed(sums)])
 
