@@ -13,8 +13,9 @@ over a chunk of candidates, block type by block type (batched.py; its scorer
 also has `chunk` and `score_chunk(items)`, which the search uses); 'reference'
 the plain whole-network path (one compile per candidate; the equivalence
 target of the tests). 'auto' (`resolve_engine`) is 'fast' on CPUs and
-'batched' on GPUs and TPUs. A metric without a 'fast' engine runs on its
-reference path.
+'batched' on GPUs and TPUs. A metric without a 'fast' engine (grasp) has a
+'whole' one: the whole network with the engine's convolutions (one compile
+per architecture), run next to the engine's passes.
 
 `score_all(config, skeleton, pieces, names)` scores a candidate by several
 metrics at once, running each pass they need once (one loss backward serves
@@ -122,7 +123,8 @@ class Candidate:
 
   @classmethod
   def build(cls, geno, skel: arch_lib.Skeleton, seed: int, index: int, images, labels, engine=None):
-    model = models.build(geno, skel.num_classes)
+    """With an engine, whole-network passes use its convs ('fast' on CPUs: same function)."""
+    model = models.build(geno, skel.num_classes, engine.base.conv_impl if engine else 'xla')
     variables = None if engine else models.init_variables(model, seed, index, skel.image_size)
     return cls(model, variables, images, labels, seed, index, skel, geno, engine)
 
@@ -214,8 +216,8 @@ def _blockwise(name: str) -> Callable[..., Scorer]:
 
 def _entry(name, label, definition, sign, passes, value) -> Metric:
   engines = {'reference': _reference(name)}
-  if set(passes) <= set(blockwise.PASSES):
-    engines['fast'] = _blockwise(name)
+  # 'whole': the whole network with the engine's convs, next to the engine's passes.
+  engines['fast' if set(passes) <= set(blockwise.PASSES) else 'whole'] = _blockwise(name)
   return Metric(name, label, definition, sign, engines, tuple(passes), value)
 
 
@@ -458,7 +460,7 @@ def make_scorer(config, skel: arch_lib.Skeleton, pieces: engine_lib.Pieces) -> S
   engine = resolve_engine(config, jax.default_backend())
   if engine == 'fast' and metric.engines and engine not in metric.engines:
     logging.info('%s has no block-by-block engine yet: scoring whole networks', metric.name)
-    engine = 'reference'
+    engine = 'whole' if 'whole' in metric.engines else 'reference'
   if not metric.engines:
     raise ValueError(
       f'--config.search.metric={metric.name} ranks the whole pool; the search computes it '

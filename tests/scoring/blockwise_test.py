@@ -130,22 +130,46 @@ def test_fresh_candidates_of_seen_block_types_compile_nothing(pieces):
 
 
 def test_the_loss_pass_computes_what_its_metrics_read_and_nothing_else(pieces):
-  # One metric alone runs a loss pass with only its outputs (snip: weight gradients; fisher:
-  # layer cotangents; fisher_potential: probes), equal to the reference in float64.
+  # One metric alone runs a loss pass with only its outputs (snip: weight gradients; fisher
+  # and plain: layer cotangents, plain as sum (z - b) * dL/dz; fisher_potential: probes),
+  # equal to the reference in float64.
   skel = arch.wrn_skeleton(10, 1, image_size=16)
   geno = sampler.sample(skel, 30_000, 1, seed=1, band=0.5, names=MENU).genotypes[0]
   loss_names = ['grad_norm', 'snip', 'plain', 'fisher', 'fisher_potential']
   assert blockwise.loss_outputs(['snip']) == ('weights',)
   assert blockwise.loss_outputs(['fisher', 'nwot']) == ('layers',)
+  assert blockwise.loss_outputs(['plain', 'snip']) == ('weights',)
   assert blockwise.loss_outputs(loss_names) == blockwise.ALL_LOSS_OUTPUTS
+  computed = {
+    'snip': {'grad_norm', 'snip', 'plain'},
+    'fisher': {'fisher', 'plain'},
+    'plain': {'fisher', 'plain'},
+    'fisher_potential': {'fisher_potential'},
+  }
   proxy_engine = blockwise.ProxyEngine(skel, pieces, 'fast')
   with jax.enable_x64(True):
     x, y = _batch(16)
     ref = metrics.evaluate(metrics.Candidate.build(geno, skel, 3, 0, x, y), loss_names)
-    for names in (['snip'], ['fisher'], ['fisher_potential'], ['plain', 'fisher_potential']):
-      outputs = blockwise.loss_outputs(names)
-      got = proxy_engine.run('loss', geno, 3, 0, x, y, outputs)
-      assert set(got) == {n for n in loss_names if blockwise.LOSS_OUTPUTS[n] in outputs}
+    for names in (['snip'], ['fisher'], ['plain'], ['fisher_potential']):
+      got = proxy_engine.run('loss', geno, 3, 0, x, y, blockwise.loss_outputs(names))
+      assert set(got) == computed[names[0]]
       fast = metrics.evaluate(metrics.Candidate.build(geno, skel, 3, 0, x, y, proxy_engine), names)
       for name in names:
         np.testing.assert_allclose(fast[name], ref[name], rtol=1e-9, err_msg=name)
+
+
+@pytest.mark.slow
+def test_grasp_on_the_whole_network_with_fast_convs_equals_the_reference(pieces):
+  # grasp has no block engine: score_all runs it on the whole network with the engine's
+  # convolutions ('fast': grouped convs as block-diagonal dense ones), the reference with
+  # native ones. The same function: equal in float64.
+  skel = arch.wrn_skeleton(10, 1, image_size=16)
+  geno = sampler.sample(skel, 30_000, 1, seed=1, band=0.5, names=MENU).genotypes[0]
+  assert 'whole' in metrics.get('grasp').engines
+  proxy_engine = blockwise.ProxyEngine(skel, pieces, 'fast')
+  with jax.enable_x64(True):
+    x, y = _batch(16)
+    ref = metrics.evaluate(metrics.Candidate.build(geno, skel, 3, 0, x, y), ['grasp'])
+    cand = metrics.Candidate.build(geno, skel, 3, 0, x, y, proxy_engine)
+    assert cand.model.conv_impl == 'fast'
+    np.testing.assert_allclose(metrics.evaluate(cand, ['grasp'])['grasp'], ref['grasp'], rtol=1e-9)

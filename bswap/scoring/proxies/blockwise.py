@@ -131,10 +131,12 @@ def _loss_piece(module, is_block: bool, is_head: bool, synflow: bool = False):
 
 # What each loss-family metric reads of the loss pass: weight gradients, every layer
 # output's cotangent, or each block's probe. A pass computes only what its metrics read.
+# plain reads the weight gradients when they are formed anyway, else the layer outputs'
+# cotangents (sum W * dL/dW = sum (z - b) * dL/dz), which cost no weight gradient.
 LOSS_OUTPUTS = {
   'grad_norm': 'weights',
   'snip': 'weights',
-  'plain': 'weights',
+  'plain': 'layers',
   'fisher': 'layers',
   'fisher_potential': 'probe',
 }
@@ -143,7 +145,17 @@ ALL_LOSS_OUTPUTS = ('layers', 'probe', 'weights')
 
 def loss_outputs(names) -> tuple[str, ...]:
   """The loss pass outputs metrics `names` read (sorted; a compile key); () if none."""
-  return tuple(sorted({LOSS_OUTPUTS[n] for n in names if n in LOSS_OUTPUTS}))
+  outputs = {LOSS_OUTPUTS[n] for n in names if n in LOSS_OUTPUTS}
+  if 'plain' in names and 'weights' in outputs and 'fisher' not in names:
+    outputs.discard('layers')  # plain from the weight gradients formed for grad_norm or snip
+  return tuple(sorted(outputs))
+
+
+def _kept(term: str, outputs: tuple[str, ...]) -> bool:
+  """Whether a loss pass with `outputs` returns `term` (plain: from weights or layers)."""
+  if term == 'plain':
+    return 'weights' in outputs or 'layers' in outputs
+  return LOSS_OUTPUTS[term] in outputs
 
 
 def _loss_forward(module, is_block: bool, outputs: tuple[str, ...]):
@@ -189,6 +201,8 @@ def _loss_backward(is_block: bool, outputs: tuple[str, ...], need_dx: bool):
     terms = passes.weight_terms(params, g_params) if g_params is not None else {}
     if 'layers' in outputs:
       terms['fisher'] = passes.fisher_terms(params, sown[blocks.TAPS], g_layers)
+      if g_params is None:
+        terms['plain'] = passes.plain_terms(params, sown[blocks.TAPS], g_layers)
     if 'probe' in outputs and is_block:
       probe = sown['intermediates'][blocks.PROBE][-1]
       terms['fisher_potential'] = fisher.block_fisher(probe, g_probe[blocks.PROBE])[None]
@@ -404,7 +418,7 @@ class ProxyEngine:
     head, v = modules[-1], variables[-1]
     key = ('proxy-loss', head, engine_lib.spec(x), engine_lib.spec(labels), True)
     dy, terms = self._piece(key, _loss_piece(head, False, True), v, x, labels)(v, x, labels)
-    out = [{k: t for k, t in terms.items() if LOSS_OUTPUTS[k] in outputs}]
+    out = [{k: t for k, t in terms.items() if _kept(k, outputs)}]
     for p in range(len(saved) - 1, -1, -1):
       forward, x, pullback, sown = saved[p]
       params = variables[p]['params']

@@ -120,6 +120,17 @@ def fisher_terms(params, sown_taps, layer_grads) -> jax.Array:
   )
 
 
+def plain_terms(params, sown_taps, layer_grads) -> jax.Array:
+  """Per-layer plain without weight gradients: for a linear layer z = W x (+ b),
+  sum W * dL/dW = sum over examples and positions of (z - b) * dL/dz."""
+  outputs = _by_path(taps.collect(sown_taps, blocks.LAYER_OUT))
+  terms = []
+  for path, cot in taps.collect(layer_grads, blocks.LAYER_OUT):
+    z, bias = outputs[path], taps.bias_of(params, path)
+    terms.append(jnp.sum((z if bias is None else z - bias) * cot))
+  return jnp.stack(terms)
+
+
 def _fan_in(kernel) -> int:
   """kh * kw * C_in / groups for an HWIO conv kernel, in_features for a dense (in, out) one."""
   return math.prod(kernel.shape[:-1])
