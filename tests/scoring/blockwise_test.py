@@ -87,6 +87,10 @@ FLOAT32_RTOL = {
   'l2_norm': 1e-12,  # 0
   'params': 0,
   'flops': 0,
+  # Measured at this test's own setting (WRN-10-1, 16 px, batch 8, 2 genotypes):
+  'zico': 2e-2,  # 1.9e-3: mean|g| / std(g) of two halves amplifies rounding where g_1 ~ g_2
+  'meco': 1e-7,  # 7.9e-9
+  'zen': 1e-6,  # 1.1e-7
 }
 
 
