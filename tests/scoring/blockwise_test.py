@@ -110,6 +110,7 @@ def test_float32_engine_is_within_the_measured_noise_floor_of_float64(pieces):
       np.testing.assert_allclose(f32[name], f64[name], rtol=FLOAT32_RTOL[name], atol=atol)
 
 
+@pytest.mark.slow
 def test_fresh_candidates_of_seen_block_types_compile_nothing(pieces):
   # Every engine pass (zico, meco and zen included) on new genotypes built from the block
   # types already seen at each position, at new indices (new weights): no XLA compile.
@@ -133,6 +134,7 @@ def test_fresh_candidates_of_seen_block_types_compile_nothing(pieces):
   assert {'zico', 'meco', 'zen'} <= set(NAMES)
 
 
+@pytest.mark.slow
 def test_the_loss_pass_computes_what_its_metrics_read_and_nothing_else(pieces):
   # One metric alone runs a loss pass with only its outputs (snip: weight gradients; fisher
   # and plain: layer cotangents, plain as sum (z - b) * dL/dz; fisher_potential: probes),
