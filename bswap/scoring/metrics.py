@@ -13,8 +13,9 @@ over a chunk of candidates, block type by block type (batched.py; its scorer
 also has `chunk` and `score_chunk(items)`, which the search uses); 'reference'
 the plain whole-network path (one compile per candidate; the equivalence
 target of the tests). 'auto' (`resolve_engine`) is 'fast' on CPUs and
-'batched' on GPUs and TPUs. A metric without a 'fast' engine runs on its
-reference path.
+'batched' on GPUs and TPUs. A metric without a 'fast' engine (grasp) has a
+'whole' one: the whole network with the engine's convolutions (one compile
+per architecture), run next to the engine's passes.
 
 `score_all(config, skeleton, pieces, names)` scores a candidate by several
 metrics at once, running each pass they need once (one loss backward serves
@@ -32,14 +33,12 @@ from collections.abc import Mapping
 from collections.abc import Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
 from bswap.nets import arch as arch_lib
 from bswap.nets import convs
 from bswap.nets import models
-from bswap.nets import weights
 from bswap.scoring import batched as batched_lib
 from bswap.scoring import engine as engine_lib
 from bswap.scoring import fisher
@@ -131,10 +130,6 @@ def _fisher_reference(config, skel: arch_lib.Skeleton, pieces: engine_lib.Pieces
 
 # Candidate: the inputs of every pass --------------------------------------------------------
 
-# A part index past the head's (B + 1): zen's Gaussian kernels and inputs come
-# from this candidate's key, apart from its initial weights.
-_ZEN_PART_OFFSET = 2
-
 
 @dataclasses.dataclass
 class Candidate:
@@ -150,10 +145,12 @@ class Candidate:
   genotype: object = None
   # The block engine, for the passes it runs (blockwise.PASSES); None: whole network.
   engine: blockwise.ProxyEngine | None = None
+  wanted: tuple[str, ...] = ()  # the metrics asked for: the engine computes only what they read
 
   @classmethod
   def build(cls, geno, skel: arch_lib.Skeleton, seed: int, index: int, images, labels, engine=None):
-    model = models.build(geno, skel.num_classes)
+    """With an engine, whole-network passes use its convs ('fast' on CPUs: same function)."""
+    model = models.build(geno, skel.num_classes, engine.base.conv_impl if engine else 'xla')
     variables = None if engine else models.init_variables(model, seed, index, skel.image_size)
     return cls(model, variables, images, labels, seed, index, skel, geno, engine)
 
@@ -165,12 +162,14 @@ class Candidate:
     return self.variables
 
   def zen_key(self) -> jax.Array:
-    return weights.part_key(self.seed, self.index, self.skeleton.num_blocks + _ZEN_PART_OFFSET)
+    return passes_lib.zen_key(self.seed, self.index, self.skeleton.num_blocks)
 
   def run(self, name: str):
     """The outputs of pass `name` (passes.py), on the host."""
     if self.engine is not None and name in blockwise.PASSES:
-      return self.engine.run(name, self.genotype, self.seed, self.index, self.images, self.labels)
+      outputs = blockwise.loss_outputs(self.wanted)
+      args = (self.genotype, self.seed, self.index, self.images, self.labels, outputs)
+      return self.engine.run(name, *args)
     m, v, x, y = self.model, self._variables(), self.images, self.labels
     if name == 'static':
       return {**_counts(m, x.shape[1:]), 'l2_norm': passes_lib.l2_norms(v)}
@@ -180,18 +179,12 @@ class Candidate:
     if name == 'meco':
       return jax.device_get(passes_lib.jitted('meco', m)(v, x[:1]))
     if name == 'zen':
-      k_weights, k1, k2 = jax.random.split(self.zen_key(), 3)
-      dtype = passes_lib.network_dtype(x)
-      # Drawn in float32 whatever the dtype: float64 draws are other numbers.
-      x1, x2 = (jax.random.normal(k, x.shape, jnp.float32).astype(dtype) for k in (k1, k2))
+      k_weights, x1, x2 = passes_lib.zen_draws(self.zen_key(), x.shape, passes_lib.network_dtype(x))
       gaussian = passes_lib.gaussian_kernels(v, k_weights)
       return jax.device_get(passes_lib.jitted('zen', m)(gaussian, x1, x2))
-    if name == 'zico':  # B = 2: the batch's two halves (canonical: two full batches)
-      half = x.shape[0] // 2
-      if half < 1:
-        raise ValueError(f'zico needs a batch of at least 2 (two halves); got {x.shape[0]}')
+    if name == 'zico':
       grads = passes_lib.jitted('kernel_gradients', m)
-      per_batch = [grads(v, x[:half], y[:half]), grads(v, x[half:], y[half:])]
+      per_batch = [grads(v, xb, yb) for xb, yb in passes_lib.halves(x, y)]
       return np.asarray(_zico_sums(per_batch))
     if name in ('jac', 'codes'):
       return np.asarray(passes_lib.jitted(name, m)(v, x))
@@ -249,8 +242,8 @@ def _blockwise(name: str) -> Callable[..., Scorer]:
 
 def _entry(name, label, definition, sign, passes, value) -> Metric:
   engines = {'reference': _reference(name)}
-  if set(passes) <= set(blockwise.PASSES):
-    engines['fast'] = _blockwise(name)
+  # 'whole': the whole network with the engine's convs, next to the engine's passes.
+  engines['fast' if set(passes) <= set(blockwise.PASSES) else 'whole'] = _blockwise(name)
   return Metric(name, label, definition, sign, engines, tuple(passes), value)
 
 
@@ -435,7 +428,7 @@ def score_all(
 
   With engine 'fast' (default: config.search.engine), the passes the block
   engine runs go through it (compiles shared by every candidate), the others
-  (grasp, zen, zico, meco) through the whole network; 'reference': all whole.
+  (grasp) through the whole network; 'reference': all whole.
   """
   engine = engine or resolve_engine(config, jax.default_backend())
   proxy_engine = None
@@ -458,6 +451,7 @@ def evaluate(candidate: Candidate, names: Sequence[str]) -> dict[str, float]:
   """{name: score} of one candidate, every pass the metrics need run once."""
   metrics = [get(n) for n in names]
   needed = dict.fromkeys(p for m in metrics for p in m.passes)
+  candidate.wanted = tuple(m.name for m in metrics)
   outputs = {p: candidate.run(p) for p in needed}
   return {m.name: float(m.value(outputs, candidate)) for m in metrics}
 
@@ -495,7 +489,7 @@ def make_scorer(config, skel: arch_lib.Skeleton, pieces: engine_lib.Pieces) -> S
   engine = resolve_engine(config, jax.default_backend())
   if engine == 'fast' and metric.engines and engine not in metric.engines:
     logging.info('%s has no block-by-block engine yet: scoring whole networks', metric.name)
-    engine = 'reference'
+    engine = 'whole' if 'whole' in metric.engines else 'reference'
   if not metric.engines:
     raise ValueError(
       f'--config.search.metric={metric.name} ranks the whole pool; the search computes it '

@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from bswap import bench
 from bswap.nets import arch
 from bswap.scoring import metrics
 from bswap.scoring.proxies import blockwise
@@ -87,6 +88,10 @@ FLOAT32_RTOL = {
   'l2_norm': 1e-12,  # 0
   'params': 0,
   'flops': 0,
+  # Measured at this test's own setting (WRN-10-1, 16 px, batch 8, 2 genotypes):
+  'zico': 2e-2,  # 1.9e-3: mean|g| / std(g) of two halves amplifies rounding where g_1 ~ g_2
+  'meco': 1e-7,  # 7.9e-9
+  'zen': 1e-6,  # 1.1e-7
 }
 
 
@@ -104,3 +109,74 @@ def test_float32_engine_is_within_the_measured_noise_floor_of_float64(pieces):
     for name in NAMES:
       atol = FLOAT32_RTOL['plain'] * f64['snip'] if name == 'plain' else 0
       np.testing.assert_allclose(f32[name], f64[name], rtol=FLOAT32_RTOL[name], atol=atol)
+
+
+@pytest.mark.slow
+def test_fresh_candidates_of_seen_block_types_compile_nothing(pieces):
+  # Every engine pass (zico, meco and zen included) on new genotypes built from the block
+  # types already seen at each position, at new indices (new weights): no XLA compile.
+  skel = arch.wrn_skeleton(10, 1, image_size=16)
+  warm = sampler.sample(skel, 30_000, 2, seed=1, band=0.5, names=MENU).genotypes
+  proxy_engine = blockwise.ProxyEngine(skel, pieces, 'fast')
+  with jax.enable_x64(True):
+    x, y = _batch(16)
+    score = lambda geno, i: metrics.evaluate(
+      metrics.Candidate.build(geno, skel, 3, i, x, y, proxy_engine), NAMES
+    )
+    for i, geno in enumerate(warm):
+      score(geno, i)
+    built = pieces.builds
+    rng = np.random.default_rng(0)
+    with bench.CompileCounter() as counter:
+      for i in range(3):
+        blocks = tuple(warm[rng.integers(2)].blocks[b] for b in range(skel.num_blocks))
+        score(type(warm[0])(blocks, 'wrn', 10, 1), 100 + i)
+  assert counter.compiles == 0 and pieces.builds == built
+  assert {'zico', 'meco', 'zen'} <= set(NAMES)
+
+
+@pytest.mark.slow
+def test_the_loss_pass_computes_what_its_metrics_read_and_nothing_else(pieces):
+  # One metric alone runs a loss pass with only its outputs (snip: weight gradients; fisher
+  # and plain: layer cotangents, plain as sum (z - b) * dL/dz; fisher_potential: probes),
+  # equal to the reference in float64.
+  skel = arch.wrn_skeleton(10, 1, image_size=16)
+  geno = sampler.sample(skel, 30_000, 1, seed=1, band=0.5, names=MENU).genotypes[0]
+  loss_names = ['grad_norm', 'snip', 'plain', 'fisher', 'fisher_potential']
+  assert blockwise.loss_outputs(['snip']) == ('weights',)
+  assert blockwise.loss_outputs(['fisher', 'nwot']) == ('layers',)
+  assert blockwise.loss_outputs(['plain', 'snip']) == ('weights',)
+  assert blockwise.loss_outputs(loss_names) == blockwise.ALL_LOSS_OUTPUTS
+  computed = {
+    'snip': {'grad_norm', 'snip', 'plain'},
+    'fisher': {'fisher', 'plain'},
+    'plain': {'fisher', 'plain'},
+    'fisher_potential': {'fisher_potential'},
+  }
+  proxy_engine = blockwise.ProxyEngine(skel, pieces, 'fast')
+  with jax.enable_x64(True):
+    x, y = _batch(16)
+    ref = metrics.evaluate(metrics.Candidate.build(geno, skel, 3, 0, x, y), loss_names)
+    for names in (['snip'], ['fisher'], ['plain'], ['fisher_potential']):
+      got = proxy_engine.run('loss', geno, 3, 0, x, y, blockwise.loss_outputs(names))
+      assert set(got) == computed[names[0]]
+      fast = metrics.evaluate(metrics.Candidate.build(geno, skel, 3, 0, x, y, proxy_engine), names)
+      for name in names:
+        np.testing.assert_allclose(fast[name], ref[name], rtol=1e-9, err_msg=name)
+
+
+@pytest.mark.slow
+def test_grasp_on_the_whole_network_with_fast_convs_equals_the_reference(pieces):
+  # grasp has no block engine: score_all runs it on the whole network with the engine's
+  # convolutions ('fast': grouped convs as block-diagonal dense ones), the reference with
+  # native ones. The same function: equal in float64.
+  skel = arch.wrn_skeleton(10, 1, image_size=16)
+  geno = sampler.sample(skel, 30_000, 1, seed=1, band=0.5, names=MENU).genotypes[0]
+  assert 'whole' in metrics.get('grasp').engines
+  proxy_engine = blockwise.ProxyEngine(skel, pieces, 'fast')
+  with jax.enable_x64(True):
+    x, y = _batch(16)
+    ref = metrics.evaluate(metrics.Candidate.build(geno, skel, 3, 0, x, y), ['grasp'])
+    cand = metrics.Candidate.build(geno, skel, 3, 0, x, y, proxy_engine)
+    assert cand.model.conv_impl == 'fast'
+    np.testing.assert_allclose(metrics.evaluate(cand, ['grasp'])['grasp'], ref['grasp'], rtol=1e-9)

@@ -343,3 +343,27 @@ def test_zero_perturbations_take_the_probe_dtype():
     x = cand.images
     zeros = fisher.zero_perturbations(cand.model, cand.variables, x)
   assert {a.dtype for a in jax.tree.leaves(zeros)} == {jnp.dtype('float64')}
+
+
+def test_zen_kernels_are_standard_normal_drawn_part_by_part():
+  variables = models.init_variables(models.build(GENO, 10), SEED, 0, 16)
+  key = jax.random.PRNGKey(7)
+  drawn = passes.gaussian_kernels(variables, key)
+  params, new = variables['params'], drawn['params']
+  assert passes.part_order(params) == ['stem', 'block_0', 'block_1', 'block_2', 'head']
+  kernels = np.concatenate([np.ravel(k) for _, k in taps.kernels(new)])
+  assert abs(np.mean(kernels)) < 0.05 and abs(np.std(kernels) - 1) < 0.05  # N(0, 1), not He
+  for p, name in enumerate(passes.part_order(params)):
+    # What the block engine draws for part p alone: the same arrays.
+    alone = passes.gaussian_part(params[name], jax.random.fold_in(key, p))
+    jax.tree.map(np.testing.assert_array_equal, alone, new[name])
+    for (path, before), (_, after) in zip(
+      taps.collect_leaves(params[name]), taps.collect_leaves(new[name])
+    ):
+      if path[-1] == 'kernel':
+        assert not np.allclose(before, after)
+      else:  # biases and BN parameters as initialised
+        np.testing.assert_array_equal(before, after)
+  # Parts draw from their own keys: the first kernels of two blocks differ.
+  first = [np.ravel(taps.kernels(new[f'block_{b}'])[0][1])[:8] for b in range(3)]
+  assert not np.allclose(first[0], first[1]) and not np.allclose(first[1], first[2])

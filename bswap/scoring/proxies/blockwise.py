@@ -4,24 +4,29 @@ The same decomposition as `bswap.scoring.engine` (PROXIES.md section 8): a
 candidate is its parts (stem, blocks, head), each compiled once per (part
 module, input shape, dtype, pass) in the search's `Pieces`, so the number of
 compiles is bounded by the menu, the skeleton and the passes, not by the
-number of candidates. Each pass is
+number of candidates. The passes:
 
-  forward   x_{b+1} = part_b(x_b), saving each part's input
-  backward  from the head, (dL/dx_b, part b's per-layer terms) = piece_b(x_b, dL/dx_{b+1}),
-            recomputing the part's forward inside its piece (one forward more per part,
-            nothing held between pieces but the part inputs)
-
-  loss   (grad_norm, snip, plain, fisher, fisher_potential): weight, layer-output and
-         probe cotangents of the mean cross-entropy
-  syn    synflow: the same with |weights| in float64, BN removed, all-ones input, R = sum logits
+  loss   (grad_norm, snip, plain, fisher, fisher_potential): a forward sweep keeping each
+         part's pullback (conv outputs saved, as the Fisher engine), then from the head
+         back, (dL/dx_b, part b's per-layer terms) = backward_b(pullback_b, dL/dx_{b+1}).
+         Only what the metrics asked for read is formed: weight gradients (grad_norm,
+         snip, plain), layer-output cotangents (fisher), probe cotangents (fisher_potential)
+  syn    synflow: |weights| in float64, BN removed, all-ones input, R = sum logits; each
+         backward piece recomputes its part's forward
   jac    (jacov, epe_nas): input cotangents of sum(logits); J at the stem's input
   codes  (nwot): each part's sum of ReLU Hamming kernels, on the forward sweep
+  zico   a forward sweep per half of the batch, then one backward sweep whose pieces take
+         both halves' cotangents and return ZiCo's per-layer sums of the two weight gradients
+  meco   a batch-1 forward sweep returning each part's MeCo tensors
+  zen    one forward sweep carrying both Gaussian streams (x1, x_mix); each part draws its
+         N(0, 1) kernels from its own key (`passes.gaussian_kernels`) and returns its BN
+         terms, the head Delta
 
-Per-layer terms are the reference path's (`passes.layer_terms`), so a total is
-the same sum in another order: equal to the reference within float rounding
-(float64: 1e-9 relative). l2_norm, params and flops need no pass: norms of the
+Per-layer terms are the reference path's (`passes`), so a total is the same
+sum in another order: equal to the reference within float rounding (float64:
+1e-9 relative). l2_norm, params and flops need no pass: norms of the
 candidate's weights and counts cached per part shape. grasp (forward-over-
-reverse through the whole net), zen, zico and meco run on the reference path.
+reverse through the whole net) runs on the whole network.
 """
 
 from __future__ import annotations
@@ -42,7 +47,7 @@ from bswap.scoring.proxies import passes
 from bswap.scoring.proxies import taps
 
 # The passes this engine runs, and the static pseudo-pass.
-PASSES = ('loss', 'syn', 'jac', 'codes', 'static')
+PASSES = ('loss', 'syn', 'jac', 'codes', 'zico', 'meco', 'zen', 'static')
 
 
 def _cast(v, dtype):
@@ -124,6 +129,88 @@ def _loss_piece(module, is_block: bool, is_head: bool, synflow: bool = False):
   return piece
 
 
+# What each loss-family metric reads of the loss pass: weight gradients, every layer
+# output's cotangent, or each block's probe. A pass computes only what its metrics read.
+# plain reads the weight gradients when they are formed anyway, else the layer outputs'
+# cotangents (sum W * dL/dW = sum (z - b) * dL/dz), which cost no weight gradient.
+LOSS_OUTPUTS = {
+  'grad_norm': 'weights',
+  'snip': 'weights',
+  'plain': 'layers',
+  'fisher': 'layers',
+  'fisher_potential': 'probe',
+}
+ALL_LOSS_OUTPUTS = ('layers', 'probe', 'weights')
+
+
+def loss_outputs(names) -> tuple[str, ...]:
+  """The loss pass outputs metrics `names` read (sorted; a compile key); () if none."""
+  outputs = {LOSS_OUTPUTS[n] for n in names if n in LOSS_OUTPUTS}
+  if 'plain' in names and 'weights' in outputs and 'fisher' not in names:
+    outputs.discard('layers')  # plain from the weight gradients formed for grad_norm or snip
+  return tuple(sorted(outputs))
+
+
+def _kept(term: str, outputs: tuple[str, ...]) -> bool:
+  """Whether a loss pass with `outputs` returns `term` (plain: from weights or layers)."""
+  if term == 'plain':
+    return 'weights' in outputs or 'layers' in outputs
+  return LOSS_OUTPUTS[term] in outputs
+
+
+def _loss_forward(module, is_block: bool, outputs: tuple[str, ...]):
+  """(v, x) -> (y, pullback, sown): a part's forward in the loss pass, its pullback kept.
+
+  As in the Fisher engine, only conv outputs are saved (`dots_saveable`); the
+  pullback gives the weight gradients only when 'weights' is asked for, the
+  layer outputs' cotangents only for 'layers', the probe's only for 'probe'.
+  """
+  layers, probe = 'layers' in outputs, 'probe' in outputs and is_block
+  collections = ((blocks.TAPS,) if layers else ()) + (('intermediates',) if probe else ())
+
+  def forward(v, x):
+    v = _cast(v, passes.network_dtype(x))
+    lp = _zeros_like_perturbations(module, v, x, blocks.LAYER_PERTURBATIONS) if layers else {}
+    pp = _zeros_like_perturbations(module, v, x, 'perturbations') if probe else {}
+
+    def f(params, x, lp, pp):
+      full = {**v, 'params': params}
+      if layers:
+        full[blocks.LAYER_PERTURBATIONS] = lp
+      if probe:
+        full['perturbations'] = pp
+      return _apply(module, full, x, collections)
+
+    f = jax.checkpoint(f, policy=jax.checkpoint_policies.dots_saveable)
+    if 'weights' in outputs:
+      return jax.vjp(f, v['params'], x, lp, pp, has_aux=True)
+    return jax.vjp(lambda x, lp, pp: f(v['params'], x, lp, pp), x, lp, pp, has_aux=True)
+
+  return forward
+
+
+def _loss_backward(is_block: bool, outputs: tuple[str, ...], need_dx: bool):
+  """(params, pullback, sown, dy) -> (dL/dx or None, the part's per-layer terms)."""
+
+  def backward(params, pullback, sown, dy):
+    grads = pullback(dy)
+    if 'weights' not in outputs:
+      grads = (None, *grads)
+    g_params, dx, g_layers, g_probe = grads
+    params = _cast(params, dy.dtype)
+    terms = passes.weight_terms(params, g_params) if g_params is not None else {}
+    if 'layers' in outputs:
+      terms['fisher'] = passes.fisher_terms(params, sown[blocks.TAPS], g_layers)
+      if g_params is None:
+        terms['plain'] = passes.plain_terms(params, sown[blocks.TAPS], g_layers)
+    if 'probe' in outputs and is_block:
+      probe = sown['intermediates'][blocks.PROBE][-1]
+      terms['fisher_potential'] = fisher.block_fisher(probe, g_probe[blocks.PROBE])[None]
+    return (dx if need_dx else None), terms
+
+  return backward
+
+
 def _jac_piece(module, is_head: bool):
   """(v, x, dy) -> d(sum logits)/dx through one part (dy unused at the head)."""
 
@@ -134,6 +221,70 @@ def _jac_piece(module, is_head: bool):
     return dx
 
   return piece
+
+
+def _zico_piece(module, is_head: bool):
+  """(v, xa, xb, dya, dyb) -> (dL_a/dxa, dL_b/dxb, ZiCo's per-layer sums over the two batches).
+
+  Each batch's weight gradients, its part's forward recomputed; at the head dya, dyb are
+  the two halves' labels.
+  """
+
+  def piece(v, xa, xb, dya, dyb):
+    v = _cast(v, passes.network_dtype(xa))
+
+    def gradients(x, dy):
+      f = lambda params, x: _apply(module, {**v, 'params': params}, x)[0]
+      y, pullback = jax.vjp(f, v['params'], x)
+      g_params, dx = pullback(jax.grad(losses.cross_entropy)(y, dy) if is_head else dy)
+      return [k for _, k in taps.kernels(g_params)], dx
+
+    ga, dxa = gradients(xa, dya)
+    gb, dxb = gradients(xb, dyb)
+    return dxa, dxb, passes.zico_sums([ga, gb])
+
+  return piece
+
+
+def _zico_backward(need_dx: bool):
+  """(params, pullback_a, pullback_b, dya, dyb) -> (dxa, dxb, ZiCo's per-layer sums)."""
+
+  def backward(params, pullback_a, pullback_b, dya, dyb):
+    g_a, dxa, *_ = pullback_a(dya)
+    g_b, dxb, *_ = pullback_b(dyb)
+    kernels = lambda g: [k for _, k in taps.kernels(g)]
+    sums = passes.zico_sums([kernels(g_a), kernels(g_b)])
+    return (dxa, dxb, sums) if need_dx else (None, None, sums)
+
+  return backward
+
+
+def _meco_forward(module):
+  """(v, image) -> (output, MeCo's tensors of this part), batch 1."""
+
+  def forward(v, x):
+    y, sown = _apply(module, _cast(v, passes.network_dtype(x)), x, (blocks.TAPS,))
+    return y, passes.meco_tensors(sown[blocks.TAPS])
+
+  return forward
+
+
+def _zen_forward(module, is_head: bool):
+  """(v, key, a, b) -> (a', b', per-BN terms), the head's Delta in place of (a', b').
+
+  The part's kernels ~ N(0, 1) from its own key; a and b are the x1 and x_mix streams.
+  """
+
+  def forward(v, key, a, b):
+    v = {**v, 'params': passes.gaussian_part(v['params'], key)}
+    v = _cast(v, passes.network_dtype(a))
+    ya, ta = _apply(module, v, a, (blocks.TAPS,))
+    yb, tb = _apply(module, v, b, (blocks.TAPS,))
+    ta, tb = ta[blocks.TAPS], tb[blocks.TAPS]
+    terms = passes.zen_bn_terms(ta, tb)
+    return (passes.zen_delta(ta, tb), terms) if is_head else (ya, yb, terms)
+
+  return forward
 
 
 @functools.lru_cache(maxsize=4096)
@@ -168,20 +319,22 @@ class ProxyEngine:
     return modules, variables
 
   def _forward_sweep(self, modules, variables, images, kind='forward'):
-    """Each part's input, and the head's; with kind 'codes', each part's ReLU kernel (the
-    head's too) instead."""
-    xs, kernels, x = [], [], images
-    parts = zip(modules, variables) if kind == 'codes' else zip(modules[:-1], variables[:-1])
+    """Each part's input, and the head's; with kind 'codes' (each part's ReLU kernel) or
+    'meco' (each part's MeCo tensors), the head's too, and those outputs."""
+    xs, outs, x = [], [], images
+    with_head = kind in ('codes', 'meco')
+    parts = zip(modules, variables) if with_head else zip(modules[:-1], variables[:-1])
+    build = {'codes': _codes_forward, 'meco': _meco_forward, 'forward': _forward}[kind]
     for module, v in parts:
       xs.append(x)
-      spec = engine_lib.spec(x)
-      if kind == 'codes':
-        x, k = self._piece(('proxy-codes', module, spec), _codes_forward(module), v, x)(v, x)
-        kernels.append(k)
+      fn = self._piece((f'proxy-{kind}', module, engine_lib.spec(x)), build(module), v, x)
+      if with_head:
+        x, out = fn(v, x)
+        outs.append(out)
       else:
-        x = self._piece(('proxy-forward', module, spec), _forward(module), v, x)(v, x)
+        x = fn(v, x)
     xs.append(x)
-    return xs, kernels
+    return xs, outs
 
   def _backward_sweep(self, kind, modules, variables, xs, head_arg):
     """[(part index, terms)] from the head back to the stem; kind 'loss', 'syn' or 'jac'."""
@@ -204,8 +357,11 @@ class ProxyEngine:
         out.append(terms)
     return dy if kind == 'jac' else out
 
-  def run(self, name: str, geno, seed: int, index: int, images, labels):
-    """The outputs of pass `name` for candidate `index`, in the reference path's form."""
+  def run(self, name: str, geno, seed: int, index: int, images, labels, outputs=()):
+    """The outputs of pass `name` for candidate `index`, in the reference path's form.
+
+    `outputs`: what the loss pass computes (`loss_outputs`); () for everything.
+    """
     modules, variables = self._parts(geno, seed, index)
     if name == 'static':
       shapes = [s for *_, s in models.build_parts(geno, self.skeleton, named=False)]
@@ -230,14 +386,94 @@ class ProxyEngine:
         parts = self._backward_sweep('syn', modules, variables, xs, jnp.zeros((), jnp.float64))
         return np.concatenate([np.asarray(t['synflow']) for t in parts])
     if name == 'loss':
-      xs, _ = self._forward_sweep(modules, variables, images)
-      parts = self._backward_sweep('loss', modules, variables, xs, labels)
+      parts = self._loss(modules, variables, images, labels, outputs or ALL_LOSS_OUTPUTS)
       merged = {}
       for terms in reversed(parts):  # stem first, as the parts are ordered
         for k, v in terms.items():
           merged.setdefault(k, []).append(np.asarray(v))
       return {k: np.concatenate(v) for k, v in merged.items()}
+    if name == 'zico':
+      return self._zico(modules, variables, images, labels)
+    if name == 'meco':
+      _, tensors = self._forward_sweep(modules, variables, images[:1], 'meco')
+      return [np.asarray(t) for part in tensors for t in part]
+    if name == 'zen':
+      return self._zen(modules, variables, passes.zen_key(seed, index, len(modules) - 2), images)
     raise ValueError(f'the block engine has no pass {name!r}; it runs {", ".join(PASSES)}')
+
+  def _pullback_sweep(self, modules, variables, images, outputs):
+    """[(forward piece, part input, pullback, sown)] of stem and blocks, and the head's input."""
+    saved, x = [], images
+    for p, (module, v) in enumerate(zip(modules[:-1], variables[:-1])):
+      key = ('proxy-loss-forward', module, engine_lib.spec(x), outputs)
+      forward = self._piece(key, _loss_forward(module, p > 0, outputs), v, x)
+      y, pullback, sown = forward(v, x)
+      saved.append((forward, x, pullback, sown))
+      x = y
+    return saved, x
+
+  def _loss(self, modules, variables, images, labels, outputs):
+    """[terms] of each part, head first: forward keeping each part's pullback, then back."""
+    saved, x = self._pullback_sweep(modules, variables, images, outputs)
+    head, v = modules[-1], variables[-1]
+    key = ('proxy-loss', head, engine_lib.spec(x), engine_lib.spec(labels), True)
+    dy, terms = self._piece(key, _loss_piece(head, False, True), v, x, labels)(v, x, labels)
+    out = [{k: t for k, t in terms.items() if _kept(k, outputs)}]
+    for p in range(len(saved) - 1, -1, -1):
+      forward, x, pullback, sown = saved[p]
+      params = variables[p]['params']
+      fn = _loss_backward(p > 0, outputs, need_dx=p > 0)
+      key = ('proxy-loss-backward', modules[p], engine_lib.spec(x), outputs)
+
+      def build(forward=forward, fn=fn, params=params):
+        _, pullback_spec, sown_spec = forward.out_info
+        dy_spec = forward.out_info[0]
+        return jax.jit(fn).lower(params, pullback_spec, sown_spec, dy_spec).compile()
+
+      dy, terms = self.pieces.get(key, build)(params, pullback, sown, dy)
+      out.append(terms)
+    return out
+
+  def _zico(self, modules, variables, images, labels):
+    """ZiCo's per-layer sums: a forward sweep per half keeping each part's pullback (the loss
+    pass's weight-gradient pieces), then one backward sweep taking both halves."""
+    (xa, ya), (xb, yb) = passes.halves(images, labels)
+    saved_a, head_a = self._pullback_sweep(modules, variables, xa, ('weights',))
+    saved_b, head_b = self._pullback_sweep(modules, variables, xb, ('weights',))
+    head, v, last = modules[-1], variables[-1], len(modules) - 1
+    args = (v, head_a, head_b, ya, yb)
+    key = ('proxy-zico', head, *(engine_lib.spec(t) for t in args[1:]), True)
+    dya, dyb, s = self._piece(key, _zico_piece(head, True), *args)(*args)
+    sums = [s]
+    for p in range(last - 1, -1, -1):
+      (forward, x, pullback_a, _), (_, _, pullback_b, _) = saved_a[p], saved_b[p]
+      params = variables[p]['params']
+      key = ('proxy-zico-backward', modules[p], engine_lib.spec(x), p > 0)
+
+      def build(forward=forward, params=params, need_dx=p > 0):
+        y_spec, pullback_spec, _ = forward.out_info
+        args = (params, pullback_spec, pullback_spec, y_spec, y_spec)
+        return jax.jit(_zico_backward(need_dx)).lower(*args).compile()
+
+      dya, dyb, s = self.pieces.get(key, build)(params, pullback_a, pullback_b, dya, dyb)
+      sums.append(s)
+    return np.concatenate([np.asarray(s) for s in reversed(sums)])
+
+  def _zen(self, modules, variables, key, images):
+    """(Delta, BN term): both Gaussian streams through each part, its kernels drawn inside."""
+    k_weights, x1, x2 = passes.zen_draws(key, images.shape, passes.network_dtype(images))
+    a, b, terms = x1, x1 + passes.ZEN_MIX * x2, []
+    last = len(modules) - 1
+    for p, (module, v) in enumerate(zip(modules, variables)):
+      args = (v, jax.random.fold_in(k_weights, p), a, b)
+      key = ('proxy-zen', module, engine_lib.spec(a), p == last)
+      fn = self._piece(key, _zen_forward(module, p == last), *args)
+      if p == last:
+        delta, t = fn(*args)
+      else:
+        a, b, t = fn(*args)
+      terms.append(t)
+    return float(delta), float(np.sum(np.concatenate([np.asarray(t, np.float64) for t in terms])))
 
   def _syn_forward(self, modules, variables, ones):
     """synflow's forward sweep: |weights|, BN removed, float64."""

@@ -34,6 +34,7 @@ from jax import lax
 
 from bswap import losses
 from bswap.nets import blocks
+from bswap.nets import weights
 from bswap.scoring import fisher
 from bswap.scoring.proxies import taps
 
@@ -90,20 +91,44 @@ def loss(model: nn.Module, variables, images, labels):
 
 def layer_terms(params, weight_grads, sown_taps, layer_grads) -> dict[str, jax.Array]:
   """Per-layer grad_norm, snip, plain and fisher terms of one loss backward (any part of a net)."""
+  return {
+    **weight_terms(params, weight_grads),
+    'fisher': fisher_terms(params, sown_taps, layer_grads),
+  }
+
+
+def weight_terms(params, weight_grads) -> dict[str, jax.Array]:
+  """Per-layer grad_norm, snip and plain terms from the weights and their gradients."""
   w = [k for _, k in taps.kernels(params)]
   g = [k for _, k in taps.kernels(weight_grads)]
-  outputs = _by_path(taps.collect(sown_taps, blocks.LAYER_OUT))
-  cotangents = taps.collect(layer_grads, blocks.LAYER_OUT)
-  fisher_terms = [
-    _fan_in(taps.kernel_of(params, path)) * _layer_fisher(outputs[path], cot)
-    for path, cot in cotangents
-  ]
   return {
     'grad_norm': jnp.stack([jnp.sqrt(jnp.sum(gi**2)) for gi in g]),
     'snip': jnp.stack([jnp.sum(jnp.abs(wi * gi)) for wi, gi in zip(w, g)]),
     'plain': jnp.stack([jnp.sum(wi * gi) for wi, gi in zip(w, g)]),
-    'fisher': jnp.stack(fisher_terms),
   }
+
+
+def fisher_terms(params, sown_taps, layer_grads) -> jax.Array:
+  """Per-layer NASLib fisher: fan_in x the channel saliency of each conv/dense output."""
+  outputs = _by_path(taps.collect(sown_taps, blocks.LAYER_OUT))
+  cotangents = taps.collect(layer_grads, blocks.LAYER_OUT)
+  return jnp.stack(
+    [
+      _fan_in(taps.kernel_of(params, path)) * _layer_fisher(outputs[path], cot)
+      for path, cot in cotangents
+    ]
+  )
+
+
+def plain_terms(params, sown_taps, layer_grads) -> jax.Array:
+  """Per-layer plain without weight gradients: for a linear layer z = W x (+ b),
+  sum W * dL/dW = sum over examples and positions of (z - b) * dL/dz."""
+  outputs = _by_path(taps.collect(sown_taps, blocks.LAYER_OUT))
+  terms = []
+  for path, cot in taps.collect(layer_grads, blocks.LAYER_OUT):
+    z, bias = outputs[path], taps.bias_of(params, path)
+    terms.append(jnp.sum((z if bias is None else z - bias) * cot))
+  return jnp.stack(terms)
 
 
 def _fan_in(kernel) -> int:
@@ -155,7 +180,12 @@ def meco(model: nn.Module, variables, image):
   """
   variables = _cast(variables, network_dtype(image))
   _, sown = taps.forward(model, variables, image)
-  t = sown[blocks.TAPS]
+  return meco_tensors(sown[blocks.TAPS])
+
+
+def meco_tensors(sown_taps) -> list[jax.Array]:
+  """MeCo's tensors among what a forward (of a whole net or one part) sowed, each (H*W, C)."""
+  t = sown_taps
   tensors = [x for _, x in taps.collect(t, blocks.LAYER_OUT) if x.ndim == 4]
   tensors += [x for _, x in taps.collect(t, blocks.BN_OUT)]
   tensors += [nn.relu(x) for _, x in taps.collect(t, blocks.RELU_IN)]
@@ -187,15 +217,45 @@ def synflow_terms(params, grads) -> jax.Array:
   return jnp.stack([jnp.sum(wi * gi) for (_, wi), (_, gi) in zip(w, g)])
 
 
+def zen_key(seed: int, index: int, num_blocks: int) -> jax.Array:
+  """zen's key: a part index past the head's (B + 1), apart from the initial weights' keys."""
+  return weights.part_key(seed, index, num_blocks + 2)
+
+
+def zen_draws(key, shape: tuple[int, ...], dtype):
+  """(kernel key, x1, x2): x1, x2 ~ N(0, 1) of the batch's shape, drawn in float32 whatever
+  the dtype (float64 draws are other numbers), then cast."""
+  k_weights, k1, k2 = jax.random.split(key, 3)
+  x1, x2 = (jax.random.normal(k, shape, jnp.float32).astype(dtype) for k in (k1, k2))
+  return k_weights, x1, x2
+
+
+def gaussian_part(params, key):
+  """One part's conv and dense kernels ~ N(0, 1) from that part's key; the rest unchanged."""
+  leaves = taps.kernels(params)
+  keys = iter(jax.random.split(key, max(len(leaves), 1)))
+  return taps.map_kernels(lambda k: jax.random.normal(next(keys), k.shape, k.dtype), params)
+
+
+def part_order(params) -> list[str]:
+  """A whole network's part names in order: stem, block_0 .. block_{B-1}, head."""
+  blocks_ = sorted((n for n in params if n.startswith('block_')), key=lambda n: int(n[6:]))
+  return ['stem', *blocks_, 'head']
+
+
 def gaussian_kernels(variables, key):
-  """zen's re-initialisation: every conv and dense kernel ~ N(0, 1); the rest as initialised."""
+  """zen's re-initialisation: every conv and dense kernel ~ N(0, 1); the rest as initialised.
+
+  Part by part: part p (stem 0, block b at b + 1, head last) draws from
+  fold_in(key, p), so the block engine draws each part's kernels alone.
+  """
   variables = _clean(variables)
-  leaves = taps.kernels(variables['params'])
-  keys = iter(jax.random.split(key, len(leaves)))
-  params = taps.map_kernels(
-    lambda k: jax.random.normal(next(keys), k.shape, k.dtype), variables['params']
-  )
-  return {**variables, 'params': params}
+  params = variables['params']
+  drawn = {
+    name: gaussian_part(params[name], jax.random.fold_in(key, p))
+    for p, name in enumerate(part_order(params))
+  }
+  return {**variables, 'params': drawn}
 
 
 def zen(model: nn.Module, variables, x1, x2):
@@ -206,21 +266,27 @@ def zen(model: nn.Module, variables, x1, x2):
   """
   variables = _cast(variables, network_dtype(x1))
   x_mix = x1 + ZEN_MIX * x2
+  _, t1 = taps.forward(model, variables, x1)
+  _, t2 = taps.forward(model, variables, x_mix)
+  t1, t2 = t1[blocks.TAPS], t2[blocks.TAPS]
+  return zen_delta(t1, t2), jnp.sum(zen_bn_terms(t1, t2))
 
-  def run(x):
-    _, sown = taps.forward(model, variables, x)
-    t = sown[blocks.TAPS]
-    pool_in = taps.collect(t, blocks.POOL_IN)[-1][1]
-    bn_var = [jnp.var(x, axis=(0, 1, 2), ddof=1) for _, x in taps.collect(t, blocks.BN_IN)]
-    return pool_in, bn_var
 
-  f1, v1 = run(x1)
-  f2, v2 = run(x_mix)
-  delta = jnp.sum(jnp.abs(f1 - f2)) / x1.shape[0]
-  bn_term = sum(
-    jnp.log(jnp.sqrt(jnp.mean(0.81 + 0.09 * a + 0.1 * b))) for a, b in zip(v1, v2, strict=True)
-  )
-  return delta, bn_term
+def zen_delta(t1, t2):
+  """(1/N) sum |F(x1) - F(x_mix)| of the tensors entering global pooling (the head's taps)."""
+  f1, f2 = taps.collect(t1, blocks.POOL_IN)[-1][1], taps.collect(t2, blocks.POOL_IN)[-1][1]
+  return jnp.sum(jnp.abs(f1 - f2)) / f1.shape[0]
+
+
+def zen_bn_terms(t1, t2) -> jax.Array:
+  """Per BN, ln sqrt(mean_c rv_c) with rv = 0.81 + 0.09 v(x1) + 0.1 v(x_mix) (unbiased v)."""
+  var = lambda x: jnp.var(x, axis=(0, 1, 2), ddof=1)
+  a, b = taps.collect(t1, blocks.BN_IN), taps.collect(t2, blocks.BN_IN)
+  terms = [
+    jnp.log(jnp.sqrt(jnp.mean(0.81 + 0.09 * var(x) + 0.1 * var(y))))
+    for (_, x), (_, y) in zip(a, b, strict=True)
+  ]
+  return jnp.stack(terms) if terms else jnp.zeros((0,))
 
 
 def hvp(model: nn.Module, variables, images, labels):
@@ -264,6 +330,14 @@ def zico_sums(gradients):
     nonzero = sigma != 0
     sums.append(jnp.sum(jnp.where(nonzero, mu / jnp.where(nonzero, sigma, 1), 0)))
   return jnp.stack(sums)
+
+
+def halves(images, labels):
+  """zico's B = 2 batches: the scoring batch's two halves (canonical: two full batches)."""
+  half = images.shape[0] // 2
+  if half < 1:
+    raise ValueError(f'zico needs a batch of at least 2 (two halves); got {images.shape[0]}')
+  return [(images[:half], labels[:half]), (images[half:], labels[half:])]
 
 
 def zico(model: nn.Module, variables, batches):

@@ -57,6 +57,15 @@ def kernel_of(params, module_path: tuple[str, ...]) -> jax.Array:
   return node['kernel'] if 'kernel' in node else node['dense']['kernel']
 
 
+def bias_of(params, module_path: tuple[str, ...]):
+  """The bias of the layer tapped at `module_path`, or None (convs have none)."""
+  node = params
+  for k in module_path:
+    node = node[k]
+  node = node if 'kernel' in node else node['dense']
+  return node.get('bias')
+
+
 def forward(model: nn.Module, variables, images, collections=(blocks.TAPS,)):
   """Training-mode forward: (logits, {collection: tree}) for the collections asked."""
   (logits, _), state = model.apply(
