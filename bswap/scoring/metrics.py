@@ -39,6 +39,7 @@ from absl import logging
 from bswap.nets import arch as arch_lib
 from bswap.nets import convs
 from bswap.nets import models
+from bswap.nets import weights
 from bswap.scoring import batched as batched_lib
 from bswap.scoring import engine as engine_lib
 from bswap.scoring import fisher
