@@ -66,6 +66,7 @@ if [[ $QUICK -eq 1 ]]; then
 else
   BENCH=(--candidates 1000 --budget 400000 --batch 128)
   TESTS=(tests/scoring/batched_test.py)
+  export BSWAP_EXHAUSTIVE_TESTS=1  # ResNet-34 too, as it ran before CI skipped it
   TEACHER=configs/teacher_wrn40_2.py
   STUDENT=configs/single_gn.py
   SIZE=50000

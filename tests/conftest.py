@@ -34,6 +34,7 @@ with contextlib.suppress(ImportError):
 # The decoded-data cache a source falls back on (bswap/data/sources.py) when a
 # test passes no cache_dir: here rather than the user's ~/.cache/bswap, and
 # each test must leave it empty (the guard below).
+EXHAUSTIVE = 'BSWAP_EXHAUSTIVE_TESTS'
 DATA_CACHE = tempfile.mkdtemp(prefix='bswap-tests-cache-')
 os.environ['BSWAP_CACHE_DIR'] = DATA_CACHE
 
@@ -62,6 +63,21 @@ def pytest_configure(config):
     'markers',
     'slow: takes more than a few seconds; the fast development run (-m "not slow") skips it',
   )
+  config.addinivalue_line(
+    'markers',
+    f'exhaustive: a minutes-long equivalence sweep; skipped unless {EXHAUSTIVE}=1',
+  )
+
+
+def pytest_collection_modifyitems(config, items):
+  # The long sweeps (more genotypes, ResNet-34, float32 against float64) would take CI
+  # past its time limit; each has a cheaper sibling that CI runs.
+  if os.environ.get(EXHAUSTIVE) == '1':
+    return
+  skip = pytest.mark.skip(reason=f'an exhaustive sweep: set {EXHAUSTIVE}=1 to run it')
+  for item in items:
+    if 'exhaustive' in item.keywords:
+      item.add_marker(skip)
 
 
 def pytest_unconfigure(config):

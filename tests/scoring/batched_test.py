@@ -22,9 +22,10 @@ MENU = ('Conv', 'DConv', 'DConvG2', 'G8B2', 'A2B2')
 
 
 def _genotypes():
-  """6 sampled genotypes, then 2 more with every candidate's block 0 a G8B2."""
-  out = list(sampler.sample(SKEL, 60_000, 6, seed=0, band=0.5, names=MENU).genotypes)
-  out += [genotype_lib.Genotype(('G8B2', *g.blocks[1:]), 'wrn', 10, 2) for g in out[:2]]
+  """15 sampled genotypes, then 3 more with block 0 a G8B2, so that the last chunk of 3
+  has one type at a position (with ResNet-34's 2: 20 genotypes)."""
+  out = list(sampler.sample(SKEL, 60_000, 15, seed=0, band=0.5, names=MENU).genotypes)
+  out += [genotype_lib.Genotype(('G8B2', *g.blocks[1:]), 'wrn', 10, 2) for g in out[:3]]
   return out
 
 
@@ -115,6 +116,7 @@ def test_twice_the_candidates_compile_nothing_once_the_buckets_are_warm(pieces):
 
 
 @pytest.mark.slow
+@pytest.mark.exhaustive
 def test_resnet34_scores_equal_the_fast_engine_within_1e_9_in_float64(pieces):
   # Post-activation blocks: block 0's Fisher term comes from its pullback. 64 px as in
   # the fast engine's test (batch norm over 1-px stages amplifies float64 rounding).

@@ -56,6 +56,7 @@ def test_engine_equals_reference_in_float64_on_wrn(pieces):
 
 
 @pytest.mark.slow
+@pytest.mark.exhaustive
 def test_engine_equals_reference_in_float64_on_ten_wrn_genotypes(pieces):
   skel = arch.wrn_skeleton(10, 2, image_size=16)
   genotypes = sampler.sample(skel, 120_000, 10, seed=2, band=0.5, names=MENU).genotypes
@@ -64,6 +65,7 @@ def test_engine_equals_reference_in_float64_on_ten_wrn_genotypes(pieces):
 
 
 @pytest.mark.slow
+@pytest.mark.exhaustive
 def test_engine_equals_reference_in_float64_on_resnet34(pieces):
   skel = arch.resnet34_skeleton(image_size=32, num_classes=10)
   # One genotype: the reference compiles five whole-ResNet-34 passes per genotype.
@@ -96,6 +98,7 @@ FLOAT32_RTOL = {
 
 
 @pytest.mark.slow
+@pytest.mark.exhaustive
 def test_float32_engine_is_within_the_measured_noise_floor_of_float64(pieces):
   skel = arch.wrn_skeleton(10, 1, image_size=16)
   genotypes = sampler.sample(skel, 30_000, 2, seed=1, band=0.5, names=MENU).genotypes
@@ -112,6 +115,7 @@ def test_float32_engine_is_within_the_measured_noise_floor_of_float64(pieces):
 
 
 @pytest.mark.slow
+@pytest.mark.exhaustive
 def test_fresh_candidates_of_seen_block_types_compile_nothing(pieces):
   # Every engine pass (zico, meco and zen included) on new genotypes built from the block
   # types already seen at each position, at new indices (new weights): no XLA compile.
@@ -166,6 +170,7 @@ def test_the_loss_pass_computes_what_its_metrics_read_and_nothing_else(pieces):
 
 
 @pytest.mark.slow
+@pytest.mark.exhaustive
 def test_grasp_on_the_whole_network_with_fast_convs_equals_the_reference(pieces):
   # grasp has no block engine: score_all runs it on the whole network with the engine's
   # convolutions ('fast': grouped convs as block-diagonal dense ones), the reference with

@@ -61,6 +61,7 @@ def test_float64_scores_equal_the_reference_within_1e_9(pieces):
 
 
 @pytest.mark.slow
+@pytest.mark.exhaustive
 def test_float32_scores_match_and_pick_the_same_candidate(pieces):
   x, y = _batch(jnp.float32)
   fast = engine.Engine(SKEL, pieces, 'fast')
@@ -112,6 +113,7 @@ def test_compiles_do_not_grow_with_the_number_of_candidates(pieces):
 
 
 @pytest.mark.slow
+@pytest.mark.exhaustive
 def test_resnet34_scores_equal_the_reference_within_1e_9_in_float64(pieces):
   # Post-activation blocks: a ReLU sits between the probe and the block output,
   # so dL/dprobe comes from the pullback (block 0 included), not from dL/dy.
