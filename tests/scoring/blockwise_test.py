@@ -19,6 +19,12 @@ NAMES = [
 ]
 
 
+# zico sums (|g1| + |g2|) / |g1 - g2| per weight, which multiplies rounding where the
+# halves' gradients nearly agree: 1.2e-9 measured on ResNet-34 at 32 px (its 1-px stages'
+# batch norm amplifies float64 rounding too), 6e-14 on the WRNs.
+LOOSER = {'zico': 1e-8}
+
+
 def _batch(size, n=8, dtype=jnp.float64):
   x = jax.random.normal(jax.random.PRNGKey(1), (n, size, size, 3), dtype)
   return x, jnp.arange(n) % 5  # repeated labels: epe_nas sees classes of 2
@@ -32,7 +38,8 @@ def _compare(skel, genotypes, pieces, rtol=1e-9):
     fast = metrics.evaluate(metrics.Candidate.build(geno, skel, 3, i, x, y, proxy_engine), NAMES)
     for name in NAMES:
       assert np.isfinite(ref[name]), name
-      np.testing.assert_allclose(fast[name], ref[name], rtol=rtol, err_msg=f'{name} {geno.blocks}')
+      tol = max(rtol, LOOSER.get(name, 0))
+      np.testing.assert_allclose(fast[name], ref[name], rtol=tol, err_msg=f'{name} {geno.blocks}')
 
 
 def test_every_block_decomposable_metric_has_the_fast_engine():
