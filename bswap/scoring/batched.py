@@ -173,12 +173,9 @@ class Batched(engine_lib.Engine):
     # Forward, level by level; each group keeps its probes and pullbacks.
     levels, inputs = [], []
     for b in range(1, len(modules[0]) - 1):
-      groups = collections.defaultdict(list)  # block module -> members, first seen first
-      for c in range(n):
-        groups[modules[c][b]].append(c)
       inputs.append(engine_lib.spec(x))  # the shape only: the activation itself can go
       y, level = None, []
-      for module, members in groups.items():
+      for module, members in groups(modules, b).items():
         for start, bucket in _pieces(members, self.max_bucket):
           part = members[start : start + bucket]
           take, put = _indices(part, bucket, rows)
@@ -191,22 +188,38 @@ class Batched(engine_lib.Engine):
           level.append((part, take, put, probe, pullback, backward))
       levels.append(level)
       x = y
-    # Backward, activation-only, group by group.
     dy = self._head(modules[0][-1], _stack([v[-1] for v in variables], rows), x, labels, shared)
-    found = []
-    for b in range(len(levels) - 1, -1, -1):
-      dx = None if b == 0 else jnp.zeros(inputs[b].shape, inputs[b].dtype)
-      for part, take, put, probe, pullback, backward in levels[b]:
-        if b == 0:
-          found.append((b, part, backward(pullback, probe, dy, take)))
-        else:
-          dx, score = backward(pullback, probe, dy, dx, take, put)
-          found.append((b, part, score))
-      dy = dx
-    per_block = np.zeros((n, len(levels)), np.float64)
-    for b, part, score in jax.device_get(found):
-      per_block[part, b] = np.asarray(score, np.float64)[: len(part)]
-    return [(float(row.sum()), row) for row in per_block]
+    return backward_levels(levels, inputs, dy, n)
+
+
+def groups(modules: list, b: int) -> dict:
+  """Block module at position b -> the chunk's members that have it, first seen first."""
+  out = collections.defaultdict(list)
+  for c, blocks in enumerate(modules):
+    out[blocks[b]].append(c)
+  return out
+
+
+def backward_levels(levels: list, inputs: list, dy, n: int) -> list[tuple[float, np.ndarray]]:
+  """The activation-only backward, level by level and group by group, from the head's dy.
+
+  `levels[b]` holds (part, take, put, probe, pullback, backward) per group piece;
+  `inputs[b]` the shape of level b's input. Returns (total, per-block scores) per member.
+  """
+  found = []
+  for b in range(len(levels) - 1, -1, -1):
+    dx = None if b == 0 else jnp.zeros(inputs[b].shape, inputs[b].dtype)
+    for part, take, put, probe, pullback, backward in levels[b]:
+      if b == 0:
+        found.append((b, part, backward(pullback, probe, dy, take)))
+      else:
+        dx, score = backward(pullback, probe, dy, dx, take, put)
+        found.append((b, part, score))
+    dy = dx
+  per_block = np.zeros((n, len(levels)), np.float64)
+  for b, part, score in jax.device_get(found):
+    per_block[part, b] = np.asarray(score, np.float64)[: len(part)]
+  return [(float(row.sum()), row) for row in per_block]
 
 
 def _pieces(members: list[int], max_bucket: int) -> list[tuple[int, int]]:

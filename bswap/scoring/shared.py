@@ -22,8 +22,6 @@ batched engine's.
 
 from __future__ import annotations
 
-import collections
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -122,12 +120,9 @@ class Shared(batched.Batched):
     # Forward, level by level; each group keeps its probes and pullback.
     levels, inputs = [], []
     for b in range(1, len(modules[0]) - 1):
-      groups = collections.defaultdict(list)  # block module -> members, first seen first
-      for c in range(n):
-        groups[modules[c][b]].append(c)
       inputs.append(engine_lib.spec(x))
       y, level = self._level_outputs(x, b - 1), []
-      for module, members in groups.items():
+      for module, members in batched.groups(modules, b).items():
         v = variables[members[0]][b]  # the same for every member: shared init
         for start, bucket in batched._pieces(members, self.max_bucket):
           part = members[start : start + bucket]
@@ -139,19 +134,5 @@ class Shared(batched.Batched):
           level.append((part, own, put, probes, pullback, backward))
       levels.append(level)
       x = y
-    # Backward, activation-only, group by group.
     dy = self._head_rows(modules[0][-1], variables[0][-1], x, labels, shared)
-    found = []
-    for b in range(len(levels) - 1, -1, -1):
-      dx = None if b == 0 else jnp.zeros(inputs[b].shape, inputs[b].dtype)
-      for part, own, put, probes, pullback, backward in levels[b]:
-        if b == 0:
-          found.append((b, part, backward(pullback, probes, dy, own)))
-        else:
-          dx, score = backward(pullback, probes, dy, dx, own, put)
-          found.append((b, part, score))
-      dy = dx
-    per_block = np.zeros((n, len(levels)), np.float64)
-    for b, part, score in jax.device_get(found):
-      per_block[part, b] = np.asarray(score, np.float64)[: len(part)]
-    return [(float(row.sum()), row) for row in per_block]
+    return batched.backward_levels(levels, inputs, dy, n)
