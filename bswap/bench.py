@@ -2,7 +2,7 @@
 
   python -m bswap.bench --candidates 1000 --budget 400000 --batch 128 \
       [--engine auto|fast|batched|reference] [--chunk N] [--init per_candidate|shared]
-      [--json FILE]
+      [--json FILE] [--verify N]
   python -m bswap.bench --arch resnet34 --budget 3000000 --candidates 20   # ImageNet, 224 px
   python -m bswap.bench --config=configs/cifar_400k.py --config.search.threads=1
   python -m bswap.bench --metric synflow            # rank by another metric
@@ -19,6 +19,11 @@ compile_count, cache_hits, compile_seconds, peak_rss_bytes, cpu_seconds,
 init, ...}.
 `compile_count` counts real XLA compilations (persistent-cache misses);
 `--cache-dir ''` runs cold.
+--verify N rescores the winner and N-1 other candidates (drawn from the seed)
+on the ranking metric's reference path (whole network, plain jax.grad: one
+compile per candidate; under shared init, the one-at-a-time engine) and
+reports how far the timed engine's scores are from it (`verify` in the JSON);
+the timings exclude this check.
 """
 
 from __future__ import annotations
@@ -33,13 +38,16 @@ import resource  # noqa: E402
 import sys  # noqa: E402
 
 import jax  # noqa: E402
+import numpy as np  # noqa: E402
 from absl import flags  # noqa: E402
 from jax import monitoring  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
+from bswap import data as data_lib  # noqa: E402
 from bswap import defaults  # noqa: E402
 from bswap import files  # noqa: E402
 from bswap.nets import arch as arch_lib  # noqa: E402
+from bswap.scoring import engine as engine_lib  # noqa: E402
 from bswap.scoring import metrics  # noqa: E402
 from bswap.search import memory  # noqa: E402
 from bswap.search import run as search_lib  # noqa: E402
@@ -74,6 +82,9 @@ def _define_flags(args: list[str]) -> flags.FlagValues:
   define(flags.DEFINE_integer, 'threads', None, 'candidates scored concurrently', lower_bound=1)
   define(flags.DEFINE_boolean, 'low-memory', None, 'mmap large buffers: smaller peak, slower')
   define(flags.DEFINE_string, 'json', None, 'write the results to this file')
+  define(
+    flags.DEFINE_integer, 'verify', 0, 'rescore N candidates on the reference path', lower_bound=0
+  )
   define(flags.DEFINE_enum, 'arch', 'wrn', 'network, without --config', enum_values=ARCHS)
   define(flags.DEFINE_integer, 'depth', None, 'WRN depth (default 40)', lower_bound=10)
   define(flags.DEFINE_integer, 'width', None, 'WRN width (default 2)', lower_bound=1)
@@ -174,7 +185,8 @@ def bench_config(fv: flags.FlagValues):
   return config
 
 
-def run(config) -> dict:
+def run(config, verify: int = 0) -> dict:
+  """The timed search's summary; with verify > 0, its scores checked after the timing."""
   with CompileCounter() as counter:
     search_lib.enable_compilation_cache(config.search.compilation_cache_dir)
     memory.return_freed_memory(low=config.search.low_memory)
@@ -183,14 +195,14 @@ def run(config) -> dict:
   usage = resource.getrusage(resource.RUSAGE_SELF)
   best, s = result.ranked[0], config.search
   device = jax.devices()[0]
-  return {
+  summary = {
     'device': f'{device.platform}:{device.device_kind}',
     'device_count': jax.device_count(),
     'jax_version': jax.__version__,
     'metric': s.metric,
     'record_metrics': s.record_metrics,
     'engine': metrics.resolve_engine(config, jax.default_backend()),  # 'auto' resolved
-    'chunk': s.chunk,
+    'chunk': metrics.chunk_of(config, jax.default_backend()),  # as the engine ran it
     'init': metrics.init_of(config),
     'conv_impl': s.conv_impl,
     'threads': s.threads,
@@ -212,6 +224,52 @@ def run(config) -> dict:
     'best_score': best.score,
     'best_blocks': list(best.genotype.blocks),
   }
+  if verify:
+    summary['verify'] = verify_scores(config, result.ranked, verify)
+  return summary
+
+
+def verify_engine(config) -> str:
+  """The engine --verify rescores on; a clear error before the work if there is none."""
+  metric = metrics.get(config.search.metric)
+  # Shared weights have no whole-network path: the one-at-a-time engine is their reference.
+  against = 'reference' if metrics.init_of(config) == 'per_candidate' else 'fast'
+  if against not in metric.engines:
+    raise ValueError(
+      f'--verify: {metric.name} has no {against} path to check against; '
+      'drop --verify or rank by a per-candidate metric'
+    )
+  return against
+
+
+def verify_scores(config, ranked, count: int) -> dict:
+  """The winner and count-1 other candidates rescored on the reference path, compared.
+
+  The reference path is the plainly written whole-network computation the
+  engines are tested against; a relative difference near rounding (about 1e-6
+  in float32) says the timed engine scored these candidates exactly.
+  """
+  against = verify_engine(config)
+  reference = config.copy_and_resolve_references()
+  reference.search.engine = against
+  others = np.random.default_rng(config.seed).permutation(len(ranked) - 1)[: count - 1] + 1
+  picks = [ranked[0], *(ranked[i] for i in sorted(others))]
+  data = data_lib.open_data(config)
+  batch_of = search_lib.fisher_batches(config, data)
+  with engine_lib.Pieces() as pieces:
+    score = metrics.make_scorer(reference, search_lib.skeleton(config), pieces)
+    rescored = [float(score(s.genotype, s.index, *batch_of(s.index))[0]) for s in picks]
+  diffs = [abs(r - s.score) / max(abs(r), np.finfo(float).tiny) for r, s in zip(rescored, picks)]
+  worst = int(np.argmax(diffs))
+  return {
+    'engine': against,
+    'candidates': len(picks),
+    'indices': [s.index for s in picks],
+    'max_relative_difference': float(diffs[worst]),
+    'median_relative_difference': float(np.median(diffs)),
+    'worst_index': picks[worst].index,
+    'best_rescored': rescored[0],
+  }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -229,7 +287,10 @@ def main(argv: list[str] | None = None) -> int:
   try:
     if fv.json:  # before the work, not after it
       files.check_writable(os.path.dirname(os.path.abspath(fv.json)))
-    result = run(bench_config(fv))
+    config = bench_config(fv)
+    if fv.verify:
+      verify_engine(config)
+    result = run(config, fv.verify)
   except (ValueError, OSError) as e:
     print(f'error: {files.describe_error(e)}', file=sys.stderr)
     return 2
@@ -240,6 +301,13 @@ def main(argv: list[str] | None = None) -> int:
     f'{result["compile_count"]} compiles ({result["cache_hits"]} cache hits, '
     f'{result["compile_seconds"]:.1f} s), peak RSS {result["peak_rss_bytes"] / 2**30:.2f} GiB'
   )
+  if 'verify' in result:
+    v = result['verify']
+    print(
+      f'verified {v["candidates"]} candidates (the best and {v["candidates"] - 1} others) on '
+      f'the {v["engine"]} path: relative difference at most {v["max_relative_difference"]:.2e} '
+      f'(median {v["median_relative_difference"]:.2e})'
+    )
   if fv.json:
     try:
       files.write(fv.json, json.dumps(result, indent=2) + '\n')

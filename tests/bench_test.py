@@ -1,5 +1,6 @@
 """`python -m bswap.bench`: a timed search on a tiny config, its JSON, its flags and errors."""
 
+import dataclasses
 import json
 import math
 
@@ -128,3 +129,44 @@ def test_json_into_an_unwritable_place_is_refused_before_the_work(tmp_path, monk
   code, _, err = _main(capsys, '--json', str(tmp_path / 'file' / 'out.json'))
   assert code == 2
   assert err.strip().startswith('error: cannot write to ') and 'is a file, not a folder' in err
+
+
+@pytest.mark.slow
+def test_verify_rescores_the_best_and_others_on_the_reference_path(capsys, tmp_path):
+  path = tmp_path / 'bench.json'
+  argv = ['--candidates', '4', *TINY, '--engine', 'batched', '--verify', '3', '--json', str(path)]
+  code, out, _ = _main(capsys, *argv)
+  assert code == 0
+  result = json.loads(path.read_text())
+  check = result['verify']
+  assert (check['engine'], check['candidates']) == ('reference', 3)
+  assert len(set(check['indices'])) == 3 and all(0 <= i < 4 for i in check['indices'])
+  # float32 rounding only: the batched engine scores what the reference path does.
+  assert check['max_relative_difference'] < 1e-5
+  assert check['best_rescored'] == pytest.approx(result['best_score'], rel=1e-5)
+  assert 'verified 3 candidates (the best and 2 others) on the reference path' in out
+
+
+def test_verify_finds_a_wrong_score_and_names_its_candidate():
+  from bswap import defaults
+  from bswap.search import run as search_lib
+
+  config = defaults.cifar_config(50_000)
+  config.model.depth, config.data.image_size, config.data.cutout = 10, 8, 4
+  config.data.source, config.data.synthetic_size = 'synthetic', 256
+  config.search.batch_size, config.search.num_candidates = 8, 3
+  config.search.compilation_cache_dir = ''
+  ranked = search_lib.search(config).ranked
+  wrong = ranked[1].index
+  ranked[1] = dataclasses.replace(ranked[1], score=ranked[1].score * 1.01)
+  check = bench.verify_scores(config, ranked, 3)
+  assert check['worst_index'] == wrong
+  assert check['max_relative_difference'] == pytest.approx(0.01, rel=1e-3)
+  assert check['median_relative_difference'] < 1e-5
+
+
+def test_verify_of_a_pool_metric_is_refused_before_the_work(capsys, monkeypatch):
+  monkeypatch.setattr(bench, 'run', lambda *a: pytest.fail('benchmarked anyway'))
+  code, _, err = _main(capsys, '--metric', 'rank_aggregate', '--verify', '2')
+  assert code == 2
+  assert '--verify: rank_aggregate has no reference path' in err

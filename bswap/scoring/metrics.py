@@ -74,9 +74,16 @@ def _fisher_fast(config, skel: arch_lib.Skeleton, pieces: engine_lib.Pieces) -> 
   return lambda geno, index, images, labels: engine.score(geno, config.seed, index, images, labels)
 
 
-# Candidates per grouped call on a CPU: each holds its saved activations
-# (~350 MB for WRN-40-2 at batch 128), times search.threads calls in flight.
+# Candidates per batched or grouped call on a CPU: each holds its saved
+# activations (~350 MB for WRN-40-2 at batch 128), times search.threads calls
+# in flight, and vmapped convolutions add XLA:CPU working memory on top (the
+# batched engine at chunk 32 passed 18 GiB resident: docs/benchmarks.md).
 CPU_CHUNK = 8
+
+
+def chunk_of(config, platform: str) -> int:
+  """Candidates per batched call: search.chunk, at most CPU_CHUNK on a CPU."""
+  return min(config.search.chunk, CPU_CHUNK) if platform == 'cpu' else config.search.chunk
 
 
 class ChunkScorer:
@@ -100,16 +107,22 @@ class ChunkScorer:
 
 def _fisher_batched(config, skel: arch_lib.Skeleton, pieces: engine_lib.Pieces) -> Scorer:
   impl = convs.resolve(config.search.conv_impl, jax.default_backend(), 'search.conv_impl')
+  # On a CPU a chunk holds at most CPU_CHUNK candidates (memory; larger chunks
+  # amortise dispatch, which a CPU's milliseconds-long kernels do not need).
+  cpu = jax.default_backend() == 'cpu'
+  chunk = chunk_of(config, jax.default_backend())
+  if chunk < config.search.chunk:
+    logging.info(
+      'On a CPU the batched engine scores %d candidates per call, not %d',
+      chunk,
+      config.search.chunk,
+    )
   if init_of(config) == 'shared':  # one kernel per group over the members' batches
     # On a CPU one call keeps about one core busy: chunks run on search.threads
-    # threads, as the fast engine's candidates do, and hold at most CPU_CHUNK
-    # candidates each (memory; larger chunks amortise dispatch, which a CPU's
-    # milliseconds-long kernels do not need).
-    cpu = jax.default_backend() == 'cpu'
-    chunk = min(config.search.chunk, CPU_CHUNK) if cpu else config.search.chunk
+    # threads, as the fast engine's candidates do.
     engine = shared_lib.Shared(skel, pieces, impl, chunk)
     return ChunkScorer(engine, config.seed, config.search.threads if cpu else 1)
-  return ChunkScorer(batched_lib.Batched(skel, pieces, impl, config.search.chunk), config.seed)
+  return ChunkScorer(batched_lib.Batched(skel, pieces, impl, chunk), config.seed)
 
 
 def _fisher_reference(config, skel: arch_lib.Skeleton, pieces: engine_lib.Pieces) -> Scorer:

@@ -162,3 +162,12 @@ def test_the_registry_scores_a_chunk_through_the_batched_engine(pieces):
   config.search.engine, config.search.chunk = 'batched', 5
   scorer = metrics.make_scorer(config, SKEL, pieces)
   assert scorer.chunk == 5 and callable(scorer.score_chunk)
+
+
+def test_a_cpu_chunk_is_capped_for_memory_and_an_accelerator_chunk_is_not(pieces):
+  config = defaults.cifar_config(400_000)
+  config.search.engine, config.search.chunk = 'batched', 32
+  assert metrics.chunk_of(config, 'cpu') == metrics.CPU_CHUNK < 32
+  assert metrics.chunk_of(config, 'gpu') == metrics.chunk_of(config, 'tpu') == 32
+  scorer = metrics.make_scorer(config, SKEL, pieces)
+  assert scorer.chunk == metrics.chunk_of(config, jax.default_backend())
