@@ -48,6 +48,7 @@ from bswap import defaults  # noqa: E402
 from bswap import files  # noqa: E402
 from bswap.nets import arch as arch_lib  # noqa: E402
 from bswap.scoring import engine as engine_lib  # noqa: E402
+from bswap.scoring import fisher_engines  # noqa: E402
 from bswap.scoring import metrics  # noqa: E402
 from bswap.search import memory  # noqa: E402
 from bswap.search import run as search_lib  # noqa: E402
@@ -202,8 +203,8 @@ def run(config, verify: int = 0) -> dict:
     'metric': s.metric,
     'record_metrics': s.record_metrics,
     'engine': metrics.resolve_engine(config, jax.default_backend()),  # 'auto' resolved
-    'chunk': metrics.chunk_of(config, jax.default_backend()),  # as the engine ran it
-    'init': metrics.init_of(config),
+    'chunk': fisher_engines.chunk_of(config, jax.default_backend()),  # as the engine ran it
+    'init': fisher_engines.init_of(config),
     'conv_impl': s.conv_impl,
     'threads': s.threads,
     'low_memory': s.low_memory,
@@ -233,7 +234,7 @@ def verify_engine(config) -> str:
   """The engine --verify rescores on; a clear error before the work if there is none."""
   metric = metrics.get(config.search.metric)
   # Shared weights have no whole-network path: the one-at-a-time engine is their reference.
-  against = 'reference' if metrics.init_of(config) == 'per_candidate' else 'fast'
+  against = 'reference' if fisher_engines.init_of(config) == 'per_candidate' else 'fast'
   if against not in metric.engines:
     raise ValueError(
       f'--verify: {metric.name} has no {against} path to check against; '

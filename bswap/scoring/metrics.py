@@ -27,7 +27,6 @@ jacov and epe_nas). The zero-cost proxies are defined in ../shared/PROXIES.md;
 from __future__ import annotations
 
 import dataclasses
-import functools
 from collections.abc import Callable
 from collections.abc import Mapping
 from collections.abc import Sequence
@@ -38,17 +37,13 @@ from absl import logging
 
 from bswap.nets import arch as arch_lib
 from bswap.nets import convs
-from bswap.nets import models
-from bswap.nets import weights
-from bswap.scoring import batched as batched_lib
 from bswap.scoring import engine as engine_lib
-from bswap.scoring import fisher
-from bswap.scoring import shared as shared_lib
+from bswap.scoring import fisher_engines
 from bswap.scoring.proxies import blockwise
+from bswap.scoring.proxies import candidate as candidate_lib
 from bswap.scoring.proxies import formulas
-from bswap.scoring.proxies import passes as passes_lib
 
-Scorer = Callable[..., tuple[float, object]]
+Scorer = fisher_engines.Scorer
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,157 +55,7 @@ class Metric:
   engines: Mapping[str, Callable[..., Scorer]]  # engine name -> make(config, skeleton, pieces)
   passes: tuple[str, ...] = ()  # what score_all runs for it (Candidate.run)
   # (pass outputs, candidate) -> the score; None for a pool-level metric (rank_aggregate)
-  value: Callable[[Mapping[str, object], Candidate], float] | None = None
-
-
-def init_of(config) -> str:
-  """config.search.init ('per_candidate' when absent: configs written before it existed)."""
-  return weights.check_init(config.search.get('init', 'per_candidate'))
-
-
-def _fisher_fast(config, skel: arch_lib.Skeleton, pieces: engine_lib.Pieces) -> Scorer:
-  impl = convs.resolve(config.search.conv_impl, jax.default_backend(), 'search.conv_impl')
-  engine = engine_lib.Engine(skel, pieces, impl, init_of(config))
-  return lambda geno, index, images, labels: engine.score(geno, config.seed, index, images, labels)
-
-
-# Candidates per batched or grouped call on a CPU: each holds its saved
-# activations (~350 MB for WRN-40-2 at batch 128), times search.threads calls
-# in flight, and vmapped convolutions add XLA:CPU working memory on top (the
-# batched engine at chunk 32 passed 18 GiB resident: docs/benchmarks.md).
-CPU_CHUNK = 8
-
-
-def chunk_of(config, platform: str) -> int:
-  """Candidates per batched call: search.chunk, at most CPU_CHUNK on a CPU."""
-  return min(config.search.chunk, CPU_CHUNK) if platform == 'cpu' else config.search.chunk
-
-
-class ChunkScorer:
-  """A scorer that also scores a chunk of candidates at once (`score_chunk`)."""
-
-  def __init__(self, engine: batched_lib.Batched, seed: int, threads: int = 1):
-    self.engine, self.seed = engine, seed
-    self.chunk_threads = threads  # chunks scored concurrently
-
-  @property
-  def chunk(self) -> int:
-    return self.engine.chunk
-
-  def __call__(self, geno, index, images, labels):
-    return self.engine.score(geno, self.seed, index, images, labels)
-
-  def score_chunk(self, items) -> list[tuple[float, object]]:
-    """[(total, per_block)] of [(genotype, index, images, labels)], in their order."""
-    return self.engine.score_chunk(items, self.seed)
-
-
-def _fisher_batched(config, skel: arch_lib.Skeleton, pieces: engine_lib.Pieces) -> Scorer:
-  impl = convs.resolve(config.search.conv_impl, jax.default_backend(), 'search.conv_impl')
-  # On a CPU a chunk holds at most CPU_CHUNK candidates (memory; larger chunks
-  # amortise dispatch, which a CPU's milliseconds-long kernels do not need).
-  cpu = jax.default_backend() == 'cpu'
-  chunk = chunk_of(config, jax.default_backend())
-  if chunk < config.search.chunk:
-    logging.info(
-      'On a CPU the batched engine scores %d candidates per call, not %d',
-      chunk,
-      config.search.chunk,
-    )
-  if init_of(config) == 'shared':  # one kernel per group over the members' batches
-    # On a CPU one call keeps about one core busy: chunks run on search.threads
-    # threads, as the fast engine's candidates do.
-    engine = shared_lib.Shared(skel, pieces, impl, chunk)
-    return ChunkScorer(engine, config.seed, config.search.threads if cpu else 1)
-  return ChunkScorer(batched_lib.Batched(skel, pieces, impl, chunk), config.seed)
-
-
-def _fisher_reference(config, skel: arch_lib.Skeleton, pieces: engine_lib.Pieces) -> Scorer:
-  del pieces  # one compile per candidate, cached by fisher.jitted_fisher
-  if init_of(config) != 'per_candidate':
-    raise ValueError(
-      "--config.search.init='shared' is scored by the fast and batched engines only; "
-      'set --config.search.engine=fast or batched (or auto)'
-    )
-
-  def score(geno, index, images, labels):
-    model = models.build(geno, skel.num_classes)
-    variables = models.init_variables(model, config.seed, index, skel.image_size)
-    total, per_block = jax.device_get(fisher.jitted_fisher(model)(variables, images, labels))
-    return float(total), per_block
-
-  return score
-
-
-# Candidate: the inputs of every pass --------------------------------------------------------
-
-
-@dataclasses.dataclass
-class Candidate:
-  """One genotype, initialised by the seed contract, and the batch it is scored on."""
-
-  model: object
-  variables: dict
-  images: jax.Array
-  labels: jax.Array
-  seed: int
-  index: int
-  skeleton: arch_lib.Skeleton
-  genotype: object = None
-  # The block engine, for the passes it runs (blockwise.PASSES); None: whole network.
-  engine: blockwise.ProxyEngine | None = None
-  wanted: tuple[str, ...] = ()  # the metrics asked for: the engine computes only what they read
-
-  @classmethod
-  def build(cls, geno, skel: arch_lib.Skeleton, seed: int, index: int, images, labels, engine=None):
-    """With an engine, whole-network passes use its convs ('fast' on CPUs: same function)."""
-    model = models.build(geno, skel.num_classes, engine.base.conv_impl if engine else 'xla')
-    variables = None if engine else models.init_variables(model, seed, index, skel.image_size)
-    return cls(model, variables, images, labels, seed, index, skel, geno, engine)
-
-  def _variables(self):
-    if self.variables is None:  # the engine draws its own per part; the whole net's on demand
-      self.variables = models.init_variables(
-        self.model, self.seed, self.index, self.skeleton.image_size
-      )
-    return self.variables
-
-  def zen_key(self) -> jax.Array:
-    return passes_lib.zen_key(self.seed, self.index, self.skeleton.num_blocks)
-
-  def run(self, name: str):
-    """The outputs of pass `name` (passes.py), on the host."""
-    if self.engine is not None and name in blockwise.PASSES:
-      outputs = blockwise.loss_outputs(self.wanted)
-      args = (self.genotype, self.seed, self.index, self.images, self.labels, outputs)
-      return self.engine.run(name, *args)
-    m, v, x, y = self.model, self._variables(), self.images, self.labels
-    if name == 'static':
-      return {**_counts(m, x.shape[1:]), 'l2_norm': passes_lib.l2_norms(v)}
-    if name == 'syn':
-      with jax.enable_x64(True):  # synflow's products overflow float32 (PROXIES.md 1)
-        return np.asarray(passes_lib.jitted('syn', m)(v, x.shape))
-    if name == 'meco':
-      return jax.device_get(passes_lib.jitted('meco', m)(v, x[:1]))
-    if name == 'zen':
-      k_weights, x1, x2 = passes_lib.zen_draws(self.zen_key(), x.shape, passes_lib.network_dtype(x))
-      gaussian = passes_lib.gaussian_kernels(v, k_weights)
-      return jax.device_get(passes_lib.jitted('zen', m)(gaussian, x1, x2))
-    if name == 'zico':
-      grads = passes_lib.jitted('kernel_gradients', m)
-      per_batch = [grads(v, xb, yb) for xb, yb in passes_lib.halves(x, y)]
-      return np.asarray(_zico_sums(per_batch))
-    if name in ('jac', 'codes'):
-      return np.asarray(passes_lib.jitted(name, m)(v, x))
-    return jax.device_get(passes_lib.jitted(name, m)(v, x, y))  # loss, hvp
-
-
-@functools.lru_cache(maxsize=256)
-def _counts(model, image_shape: tuple[int, ...]) -> dict:
-  return passes_lib.counts(model, image_shape)
-
-
-_zico_sums = jax.jit(passes_lib.zico_sums)
+  value: Callable[[Mapping[str, object], candidate_lib.Candidate], float] | None = None
 
 
 # The registry ----------------------------------------------------------------------------
@@ -223,7 +68,7 @@ def _reference(name: str) -> Callable[..., Scorer]:
     del pieces  # one compile per candidate and pass, cached per architecture
 
     def score(geno, index, images, labels):
-      candidate = Candidate.build(geno, skel, config.seed, index, images, labels)
+      candidate = candidate_lib.Candidate.build(geno, skel, config.seed, index, images, labels)
       outputs = {p: candidate.run(p) for p in METRICS[name].passes}
       per_block = ()
       if name == 'fisher_potential':
@@ -409,7 +254,11 @@ METRICS = {
 }
 METRICS['fisher_potential'] = dataclasses.replace(
   METRICS['fisher_potential'],
-  engines={'fast': _fisher_fast, 'batched': _fisher_batched, 'reference': _fisher_reference},
+  engines={
+    'fast': fisher_engines.fast,
+    'batched': fisher_engines.batched,
+    'reference': fisher_engines.reference,
+  },
 )
 METRICS['rank_aggregate'] = Metric(
   'rank_aggregate',
@@ -455,13 +304,15 @@ def score_all(
       raise ValueError(f'{m.name} ranks a pool of candidates, not one: it cannot be scored alone')
 
   def score(geno, index, images, labels) -> dict[str, float]:
-    candidate = Candidate.build(geno, skel, config.seed, index, images, labels, proxy_engine)
+    candidate = candidate_lib.Candidate.build(
+      geno, skel, config.seed, index, images, labels, proxy_engine
+    )
     return evaluate(candidate, names)
 
   return score
 
 
-def evaluate(candidate: Candidate, names: Sequence[str]) -> dict[str, float]:
+def evaluate(candidate: candidate_lib.Candidate, names: Sequence[str]) -> dict[str, float]:
   """{name: score} of one candidate, every pass the metrics need run once."""
   metrics = [get(n) for n in names]
   needed = dict.fromkeys(p for m in metrics for p in m.passes)

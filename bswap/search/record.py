@@ -20,6 +20,7 @@ from bswap import files
 from bswap.nets import convs
 from bswap.nets import genotype as genotype_lib
 from bswap.nets import menu
+from bswap.scoring import fisher_engines
 from bswap.scoring import metrics
 from bswap.search import constraints
 
@@ -90,7 +91,7 @@ def search_settings(config) -> dict[str, Any]:
     'fresh_batch_per_candidate': s.fresh_batch_per_candidate,
     'data': _data_settings(config),
   }
-  init = metrics.init_of(config)
+  init = fisher_engines.init_of(config)
   if init != 'per_candidate':  # unrecorded: per_candidate, so older records still match
     settings['init'] = init
   if 'macs' in constraints.names(config):

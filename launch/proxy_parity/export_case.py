@@ -39,6 +39,7 @@ from bswap.nets import menu  # noqa: E402
 from bswap.scoring import engine as engine_lib  # noqa: E402
 from bswap.scoring import metrics  # noqa: E402
 from bswap.scoring.proxies import blockwise  # noqa: E402
+from bswap.scoring.proxies import candidate as candidate_lib  # noqa: E402
 from bswap.scoring.proxies import formulas  # noqa: E402
 from bswap.scoring.proxies import passes  # noqa: E402
 from bswap.scoring.proxies import taps  # noqa: E402
@@ -101,8 +102,8 @@ def batch(key: jax.Array, n: int, size: int, num_classes: int, dtype=jnp.float64
   return images, labels
 
 
-def zen_inputs(candidate: metrics.Candidate):
-  """The Gaussian kernels and the two draws bswap's zen uses (metrics.Candidate.run)."""
+def zen_inputs(candidate: candidate_lib.Candidate):
+  """The Gaussian kernels and the two draws bswap's zen uses (candidate_lib.Candidate.run)."""
   k_weights, k1, k2 = jax.random.split(candidate.zen_key(), 3)
   x = candidate.images
   x1, x2 = (jax.random.normal(k, x.shape, jnp.float32).astype(x.dtype) for k in (k1, k2))
@@ -111,17 +112,17 @@ def zen_inputs(candidate: metrics.Candidate):
 
 def scores(geno, skel, seed, images, labels, names):
   """{'reference': {name: score}, 'engine': {name: score}} for one candidate."""
-  ref = metrics.Candidate.build(geno, skel, seed, INDEX, images, labels)
+  ref = candidate_lib.Candidate.build(geno, skel, seed, INDEX, images, labels)
   out = {'reference': metrics.evaluate(ref, names)}
   engine_names = [n for n in names if set(metrics.get(n).passes) <= set(blockwise.PASSES)]
   with engine_lib.Pieces() as pieces:
     proxy_engine = blockwise.ProxyEngine(skel, pieces, 'fast')
-    fast = metrics.Candidate.build(geno, skel, seed, INDEX, images, labels, proxy_engine)
+    fast = candidate_lib.Candidate.build(geno, skel, seed, INDEX, images, labels, proxy_engine)
     out['engine'] = metrics.evaluate(fast, engine_names)
   return out, ref
 
 
-def zico_two_batches(candidate: metrics.Candidate, images2, labels2) -> float:
+def zico_two_batches(candidate: candidate_lib.Candidate, images2, labels2) -> float:
   """bswap's ZiCo formula over two full batches, ZiCo's own input (metrics' zico uses halves)."""
   c = candidate
   batches = [(c.images, c.labels), (images2, labels2)]

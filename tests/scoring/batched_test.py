@@ -11,6 +11,7 @@ from bswap.nets import arch
 from bswap.nets import genotype as genotype_lib
 from bswap.scoring import batched
 from bswap.scoring import engine
+from bswap.scoring import fisher_engines
 from bswap.scoring import metrics
 from bswap.search import record
 from bswap.search import sampler
@@ -167,7 +168,7 @@ def test_the_registry_scores_a_chunk_through_the_batched_engine(pieces):
 def test_a_cpu_chunk_is_capped_for_memory_and_an_accelerator_chunk_is_not(pieces):
   config = defaults.cifar_config(400_000)
   config.search.engine, config.search.chunk = 'batched', 32
-  assert metrics.chunk_of(config, 'cpu') == metrics.CPU_CHUNK < 32
-  assert metrics.chunk_of(config, 'gpu') == metrics.chunk_of(config, 'tpu') == 32
+  assert fisher_engines.chunk_of(config, 'cpu') == fisher_engines.CPU_CHUNK < 32
+  assert fisher_engines.chunk_of(config, 'gpu') == fisher_engines.chunk_of(config, 'tpu') == 32
   scorer = metrics.make_scorer(config, SKEL, pieces)
-  assert scorer.chunk == metrics.chunk_of(config, jax.default_backend())
+  assert scorer.chunk == fisher_engines.chunk_of(config, jax.default_backend())

@@ -9,6 +9,7 @@ from bswap import bench
 from bswap.nets import arch
 from bswap.scoring import metrics
 from bswap.scoring.proxies import blockwise
+from bswap.scoring.proxies import candidate as candidate_lib
 from bswap.search import sampler
 
 MENU = ('Conv', 'DConv', 'G8B2', 'ConvB2')  # dense, depthwise, grouped; basic and bottleneck
@@ -30,12 +31,17 @@ def _batch(size, n=8, dtype=jnp.float64):
   return x, jnp.arange(n) % 5  # repeated labels: epe_nas sees classes of 2
 
 
+def _scores(names, *build_args):
+  """{name: score} of Candidate.build(*build_args): the reference path, or the engine given."""
+  return metrics.evaluate(candidate_lib.Candidate.build(*build_args), names)
+
+
 def _compare(skel, genotypes, pieces, rtol=1e-9):
   x, y = _batch(skel.image_size)
   proxy_engine = blockwise.ProxyEngine(skel, pieces, 'fast')
   for i, geno in enumerate(genotypes):
-    ref = metrics.evaluate(metrics.Candidate.build(geno, skel, 3, i, x, y), NAMES)
-    fast = metrics.evaluate(metrics.Candidate.build(geno, skel, 3, i, x, y, proxy_engine), NAMES)
+    ref = _scores(NAMES, geno, skel, 3, i, x, y)
+    fast = _scores(NAMES, geno, skel, 3, i, x, y, proxy_engine)
     for name in NAMES:
       assert np.isfinite(ref[name]), name
       tol = max(rtol, LOOSER.get(name, 0))
@@ -112,10 +118,10 @@ def test_float32_engine_is_within_the_measured_noise_floor_of_float64(pieces):
   proxy_engine = blockwise.ProxyEngine(skel, pieces, 'fast')
   x32, y = _batch(16, dtype=jnp.float32)
   for i, geno in enumerate(genotypes):
-    f32 = metrics.evaluate(metrics.Candidate.build(geno, skel, 3, i, x32, y, proxy_engine), NAMES)
+    f32 = _scores(NAMES, geno, skel, 3, i, x32, y, proxy_engine)
     with jax.enable_x64(True):
       x64 = x32.astype(jnp.float64)
-      f64 = metrics.evaluate(metrics.Candidate.build(geno, skel, 3, i, x64, y), NAMES)
+      f64 = _scores(NAMES, geno, skel, 3, i, x64, y)
     for name in NAMES:
       atol = FLOAT32_RTOL['plain'] * f64['snip'] if name == 'plain' else 0
       np.testing.assert_allclose(f32[name], f64[name], rtol=FLOAT32_RTOL[name], atol=atol)
@@ -131,9 +137,7 @@ def test_fresh_candidates_of_seen_block_types_compile_nothing(pieces):
   proxy_engine = blockwise.ProxyEngine(skel, pieces, 'fast')
   with jax.enable_x64(True):
     x, y = _batch(16)
-    score = lambda geno, i: metrics.evaluate(
-      metrics.Candidate.build(geno, skel, 3, i, x, y, proxy_engine), NAMES
-    )
+    score = lambda geno, i: _scores(NAMES, geno, skel, 3, i, x, y, proxy_engine)
     for i, geno in enumerate(warm):
       score(geno, i)
     built = pieces.builds
@@ -167,11 +171,11 @@ def test_the_loss_pass_computes_what_its_metrics_read_and_nothing_else(pieces):
   proxy_engine = blockwise.ProxyEngine(skel, pieces, 'fast')
   with jax.enable_x64(True):
     x, y = _batch(16)
-    ref = metrics.evaluate(metrics.Candidate.build(geno, skel, 3, 0, x, y), loss_names)
+    ref = _scores(loss_names, geno, skel, 3, 0, x, y)
     for names in (['snip'], ['fisher'], ['plain'], ['fisher_potential']):
       got = proxy_engine.run('loss', geno, 3, 0, x, y, blockwise.loss_outputs(names))
       assert set(got) == computed[names[0]]
-      fast = metrics.evaluate(metrics.Candidate.build(geno, skel, 3, 0, x, y, proxy_engine), names)
+      fast = _scores(names, geno, skel, 3, 0, x, y, proxy_engine)
       for name in names:
         np.testing.assert_allclose(fast[name], ref[name], rtol=1e-9, err_msg=name)
 
@@ -188,7 +192,7 @@ def test_grasp_on_the_whole_network_with_fast_convs_equals_the_reference(pieces)
   proxy_engine = blockwise.ProxyEngine(skel, pieces, 'fast')
   with jax.enable_x64(True):
     x, y = _batch(16)
-    ref = metrics.evaluate(metrics.Candidate.build(geno, skel, 3, 0, x, y), ['grasp'])
-    cand = metrics.Candidate.build(geno, skel, 3, 0, x, y, proxy_engine)
+    ref = _scores(['grasp'], geno, skel, 3, 0, x, y)
+    cand = candidate_lib.Candidate.build(geno, skel, 3, 0, x, y, proxy_engine)
     assert cand.model.conv_impl == 'fast'
     np.testing.assert_allclose(metrics.evaluate(cand, ['grasp'])['grasp'], ref['grasp'], rtol=1e-9)

@@ -26,6 +26,7 @@ from bswap.scoring import engine
 from bswap.scoring import fisher
 from bswap.scoring import metrics
 from bswap.scoring.proxies import aggregate
+from bswap.scoring.proxies import candidate as candidate_lib
 from bswap.scoring.proxies import formulas
 from bswap.scoring.proxies import passes
 from bswap.scoring.proxies import taps
@@ -45,7 +46,7 @@ def _batch(dtype=jnp.float64, n=8):
 
 def _candidate(dtype=jnp.float64, index=0, dead=False):
   x, y = _batch(dtype)
-  cand = metrics.Candidate.build(GENO, SKEL, SEED, index, x, y)
+  cand = candidate_lib.Candidate.build(GENO, SKEL, SEED, index, x, y)
   if dead:  # a zero stem: every activation is constant, every weight gradient 0
     params = cand.variables['params']
     stem = {'conv': {'kernel': jnp.zeros_like(params['stem']['conv']['kernel'])}}

@@ -12,6 +12,7 @@ from bswap import defaults
 from bswap.nets import arch
 from bswap.nets import genotype as genotype_lib
 from bswap.scoring import engine
+from bswap.scoring import fisher_engines
 from bswap.scoring import metrics
 from bswap.scoring import shared
 from bswap.search import record
@@ -108,7 +109,7 @@ def test_unknown_init_and_the_reference_engine_are_refused(pieces):
   config = defaults.cifar_config(400_000)
   config.search.init = 'common'
   with pytest.raises(ValueError, match='search.init'):
-    metrics.init_of(config)
+    fisher_engines.init_of(config)
   config.search.init = 'shared'
   config.search.engine = 'reference'
   with pytest.raises(ValueError, match='fast and batched'):
