@@ -40,12 +40,14 @@ import sys  # noqa: E402
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import flags  # noqa: E402
+from absl import logging  # noqa: E402
 from jax import monitoring  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 from bswap import data as data_lib  # noqa: E402
 from bswap import defaults  # noqa: E402
 from bswap import files  # noqa: E402
+from bswap import logs  # noqa: E402
 from bswap.nets import arch as arch_lib  # noqa: E402
 from bswap.scoring import engine as engine_lib  # noqa: E402
 from bswap.scoring import fisher_engines  # noqa: E402
@@ -285,6 +287,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f'error: unexpected arguments: {" ".join(rest[1:])}', file=sys.stderr)
     return 2
   flags.FLAGS.mark_as_parsed()  # absl logging then writes plain lines
+  # The search's progress lines (minutes apart on a 1000-candidate CPU run) on stderr.
+  logs.quiet_noise()
+  logging.set_verbosity(logging.INFO)
   try:
     if fv.json:  # before the work, not after it
       files.check_writable(os.path.dirname(os.path.abspath(fv.json)))
