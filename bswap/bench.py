@@ -75,7 +75,13 @@ def _define_flags(args: list[str]) -> flags.FlagValues:
   define = lambda fn, name, default, text, **kw: fn(name, default, help=text, flag_values=fv, **kw)
   define(flags.DEFINE_integer, 'candidates', None, 'candidates (default 1000)', lower_bound=1)
   define(flags.DEFINE_integer, 'budget', None, 'parameter budget (default 400,000; ResNet-34: 3M)')
-  define(flags.DEFINE_integer, 'batch', None, 'Fisher batch size (default 128)', lower_bound=1)
+  define(
+    flags.DEFINE_integer,
+    'batch',
+    None,
+    'scoring batch size (default: 16 for Fisher potential alone on a WRN, else 128)',
+    lower_bound=1,
+  )
   define(flags.DEFINE_enum, 'engine', None, 'scoring engine (default auto)', enum_values=ENGINES)
   define(flags.DEFINE_integer, 'chunk', None, "candidates per 'batched' call", lower_bound=1)
   define(
@@ -184,7 +190,7 @@ def bench_config(fv: flags.FlagValues):
     config.search.metric = first
     config.search.record_metrics = ','.join(rest)
   if config.data.source == 'synthetic':  # enough examples for any Fisher batch
-    config.data.synthetic_size = max(config.search.batch_size, 256)
+    config.data.synthetic_size = max(metrics.batch_size_of(config), 256)
   return config
 
 
@@ -212,7 +218,7 @@ def run(config, verify: int = 0) -> dict:
     'low_memory': s.low_memory,
     'candidates': len(result.ranked),
     'budget': s.budget,
-    'batch': s.batch_size,
+    'batch': metrics.batch_size_of(config),
     'network': search_lib.skeleton(config).name,
     'wall_seconds': wall,
     'search_seconds': result.seconds,

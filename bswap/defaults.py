@@ -59,7 +59,10 @@ def search(budget: int) -> ml_collections.ConfigDict:
   # ('log_rank', 'rank_sum' or 'vote'; bswap/scoring/proxies/aggregate.py).
   s.aggregate = 'log_rank'
   s.aggregate_metrics = 'synflow,jacov,snip'
-  s.batch_size = 128
+  # The scoring minibatch. None: 16 when Fisher potential alone ranks WRN
+  # candidates (measured to rank as SPEC's 128 does, at ~0.1x the cost;
+  # docs/scoring_fidelity.md), else 128 (metrics.batch_size_of). 128 restores SPEC's.
+  s.batch_size = config_dict.placeholder(int)
   # Fisher's initial weights: 'per_candidate' (the seed contract: candidate i's
   # own draw) or 'shared' (every candidate with type t at block b has the same
   # weights there; the batched engine then runs each type group as one block

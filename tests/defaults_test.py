@@ -69,7 +69,7 @@ def test_smoke_shrinks_the_network_data_search_and_training(full, smoke):
   assert smoke.data.source == 'synthetic' and full.data.source != 'synthetic'
   assert smoke.data.image_size < full.data.image_size
   assert smoke.search.num_candidates < full.search.num_candidates
-  assert smoke.search.batch_size < full.search.batch_size
+  assert metrics.batch_size_of(smoke) < metrics.batch_size_of(full)
   assert smoke.search.compilation_cache_dir == ''  # a smoke run leaves nothing behind
   assert smoke.train.epochs < full.train.epochs
   assert smoke.train.batch_size < full.train.batch_size

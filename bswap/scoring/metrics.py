@@ -408,6 +408,31 @@ def recorded_metrics(config) -> tuple[str, ...]:
   return tuple(dict.fromkeys((*recorded_names(config), *aggregate_members(config))))
 
 
+# The scoring batch when config.search.batch_size is None (the default). Fisher
+# potential alone on a WRN ranks 1000 candidates at batch 16 as at SPEC's 128,
+# within the seed-to-seed noise, at ~0.1x the cost (docs/scoring_fidelity.md);
+# the other metrics (PROXIES.md: 128, or NASLib's 64) and ResNet-34 were not
+# measured at 16, so they keep 128.
+FISHER_ALONE_BATCH = 16
+PAPER_BATCH = 128
+
+
+def batch_size_of(config, computed: Sequence[str] | None = None) -> int:
+  """The scoring batch size: config.search.batch_size, or its measured default.
+
+  `computed`: the metrics scored on that batch (default: the search's ranking
+  metric and its recorded ones); the small batch is used only where it was
+  measured to rank as 128 does, Fisher potential alone on a WRN.
+  """
+  s = config.search
+  if s.batch_size is not None:
+    return s.batch_size
+  if computed is None:
+    computed = (get(s.metric).name, *recorded_metrics(config))
+  alone = {get(n).name for n in computed} == {'fisher_potential'}
+  return FISHER_ALONE_BATCH if alone and config.model.arch == 'wrn' else PAPER_BATCH
+
+
 def search_scorer(config, skel: arch_lib.Skeleton, pieces: engine_lib.Pieces):
   """score(geno, index, images, labels) -> (total, per_block, {recorded name: score}).
 

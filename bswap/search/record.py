@@ -87,7 +87,7 @@ def search_settings(config) -> dict[str, Any]:
     'band': s.band,
     'menu': list(menu.split_names(s.menu)) if s.menu else list(menu.NAMES),
     'num_candidates': s.num_candidates,
-    'batch_size': s.batch_size,
+    'batch_size': metrics.batch_size_of(config),  # None resolved: the batch scored on
     'fresh_batch_per_candidate': s.fresh_batch_per_candidate,
     'data': _data_settings(config),
   }

@@ -73,7 +73,13 @@ def enable_compilation_cache(path: str) -> None:
 
 def fisher_batches(config, data: data_lib.Data):
   """index -> (images, labels) a candidate is scored on: one shared batch, or one each."""
-  size, seed = config.search.batch_size, config.seed
+  size, seed = metrics.batch_size_of(config), config.seed
+  if config.search.batch_size is None:  # say which default applied, and how to change it
+    logging.info(
+      'Scoring on batches of %d images (the default for %s; --config.search.batch_size sets it)',
+      size,
+      'Fisher potential alone on a WRN' if size != metrics.PAPER_BATCH else 'these metrics',
+    )
 
   def batch(index=None):
     try:
@@ -90,8 +96,9 @@ def fisher_batches(config, data: data_lib.Data):
 def check_config(config) -> None:
   """Search settings that would otherwise fail late, or with another name."""
   for name in ('num_candidates', 'batch_size'):
-    if config.search[name] < 1:
-      raise ValueError(f'--config.search.{name} must be at least 1; got {config.search[name]}')
+    value = config.search[name]
+    if value is not None and value < 1:  # batch_size None: its measured default
+      raise ValueError(f'--config.search.{name} must be at least 1; got {value}')
 
 
 def score_candidates(

@@ -150,11 +150,11 @@ class Scorer:
 
   def init_batch(self, index: int):
     """The batch the search would score candidate `index` on."""
-    sc = self.config.search
-    if sc.fresh_batch_per_candidate:
-      return self.data.fisher_batch(sc.batch_size, self.config.seed, index)
+    size = metrics_lib.batch_size_of(self.config, self.names)  # the members' metrics
+    if self.config.search.fresh_batch_per_candidate:
+      return self.data.fisher_batch(size, self.config.seed, index)
     if self._shared is None:
-      self._shared = self.data.fisher_batch(sc.batch_size, self.config.seed)
+      self._shared = self.data.fisher_batch(size, self.config.seed)
     return self._shared
 
   def k_batch(self, t: int):

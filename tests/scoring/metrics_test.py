@@ -74,6 +74,36 @@ def test_recorded_metrics_lists_each_metric_once_beside_the_ranking_one(ranking,
   assert metrics.recorded_metrics(config) == expected
 
 
+@pytest.mark.parametrize(
+  'ranking, record, expected',
+  [
+    ('fisher_potential', '', metrics.FISHER_ALONE_BATCH),  # the measured case
+    ('fisher', '', metrics.PAPER_BATCH),  # NASLib's fisher: not measured at 16
+    ('jacov', '', metrics.PAPER_BATCH),
+    ('fisher_potential', 'synflow', metrics.PAPER_BATCH),  # synflow shares the batch
+    ('fisher_potential', 'fisher_potential', metrics.FISHER_ALONE_BATCH),
+  ],
+)
+def test_the_default_scoring_batch_is_small_only_for_fisher_potential_alone(
+  ranking, record, expected
+):
+  config = defaults.cifar_config(400_000)
+  config.search.metric, config.search.record_metrics = ranking, record
+  assert config.search.batch_size is None
+  assert metrics.batch_size_of(config) == expected
+  config.search.batch_size = 128  # SPEC's batch, restored by the flag
+  assert metrics.batch_size_of(config) == 128
+
+
+def test_the_default_scoring_batch_of_resnet34_and_of_a_study_of_many_metrics_is_128():
+  config = defaults.imagenet_config(3_000_000)  # ResNet-34: unmeasured at 16
+  assert metrics.batch_size_of(config) == metrics.PAPER_BATCH
+  cifar = defaults.cifar_config(400_000)
+  assert metrics.batch_size_of(cifar, ['fisher_potential', 'jacov']) == metrics.PAPER_BATCH
+  assert metrics.batch_size_of(cifar, ['fisher_potential']) == metrics.FISHER_ALONE_BATCH
+  assert metrics.PAPER_BATCH == 128 and metrics.FISHER_ALONE_BATCH < metrics.PAPER_BATCH
+
+
 def test_an_unknown_engine_names_the_flag_and_lists_the_engines(pieces):
   config = _config('tpu-special')
   error = r"--config\.search\.engine='tpu-special' .*fast, batched, reference or auto"
