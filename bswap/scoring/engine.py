@@ -147,6 +147,10 @@ class Pieces:
   def __len__(self) -> int:
     return len(self._futures)
 
+  def keys(self) -> list:
+    with self._lock:
+      return list(self._futures)
+
   def clear(self) -> None:
     with self._lock:
       self._futures.clear()

@@ -317,7 +317,7 @@ def evaluate(candidate: candidate_lib.Candidate, names: Sequence[str]) -> dict[s
   metrics = [get(n) for n in names]
   needed = dict.fromkeys(p for m in metrics for p in m.passes)
   candidate.wanted = tuple(m.name for m in metrics)
-  outputs = {p: candidate.run(p) for p in needed}
+  outputs = candidate.run_passes(tuple(needed))
   return {m.name: float(m.value(outputs, candidate)) for m in metrics}
 
 

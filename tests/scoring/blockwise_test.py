@@ -7,9 +7,14 @@ import pytest
 
 from bswap import bench
 from bswap.nets import arch
+from bswap.nets import blocks
+from bswap.nets import models
+from bswap.scoring import engine as engine_lib
 from bswap.scoring import metrics
 from bswap.scoring.proxies import blockwise
 from bswap.scoring.proxies import candidate as candidate_lib
+from bswap.scoring.proxies import passes
+from bswap.scoring.proxies import taps
 from bswap.search import sampler
 
 MENU = ('Conv', 'DConv', 'G8B2', 'ConvB2')  # dense, depthwise, grouped; basic and bottleneck
@@ -178,6 +183,49 @@ def test_the_loss_pass_computes_what_its_metrics_read_and_nothing_else(pieces):
       fast = _scores(names, geno, skel, 3, 0, x, y, proxy_engine)
       for name in names:
         np.testing.assert_allclose(fast[name], ref[name], rtol=1e-9, err_msg=name)
+
+
+def test_part_codes_equal_the_plain_kernels_bit_for_bit():
+  # The engine sums 2 C C^T - r_i - r_j + D per ReLU; the reference C C^T + (1-C)(1-C)^T.
+  skel = arch.wrn_skeleton(10, 1, image_size=16)
+  geno = sampler.sample(skel, 30_000, 1, seed=1, band=0.5, names=MENU).genotypes[0]
+  model = models.build(geno, skel.num_classes)
+  x, _ = _batch(16, n=12, dtype=jnp.float32)
+  _, sown = taps.forward(model, models.init_variables(model, 3, 0, 16), x)
+  plain = np.sum(np.asarray(passes.relu_kernels(sown[blocks.TAPS]), np.float64), axis=0)
+  fast = np.asarray(blockwise._part_codes(sown[blocks.TAPS], 12), np.float64)
+  np.testing.assert_array_equal(fast, plain)
+  assert plain.min() < plain.max()  # codes that differ between images
+
+
+@pytest.mark.slow
+def test_codes_and_jac_come_from_the_loss_pass_forward_sweep(pieces):
+  # With a loss metric asked for, nwot's codes and jacov's Jacobian come from the loss
+  # pass's forward sweep (its kept pullbacks give J): equal to their own passes, the loss
+  # terms unchanged, whatever the loss pass forms.
+  skel = arch.wrn_skeleton(10, 1, image_size=16)
+  geno = sampler.sample(skel, 30_000, 1, seed=1, band=0.5, names=MENU).genotypes[0]
+  proxy_engine = blockwise.ProxyEngine(skel, pieces, 'fast')
+  with jax.enable_x64(True):
+    x, y = _batch(16)
+    run = lambda name: proxy_engine.run(name, geno, 3, 0, x, y)
+    codes, jac = run('codes'), run('jac')
+    for outputs in (('weights',), ('probe',), ('layers',), blockwise.ALL_LOSS_OUTPUTS):
+      alone = proxy_engine.run('loss', geno, 3, 0, x, y, outputs)
+      fused = proxy_engine.run_loss(geno, 3, 0, x, y, outputs, also=('codes', 'jac'))
+      np.testing.assert_array_equal(fused['codes'], codes)  # integer kernels: exact
+      np.testing.assert_allclose(fused['jac'], jac, rtol=1e-9, atol=1e-12 * np.abs(jac).max())
+      assert set(fused['loss']) == set(alone)
+      for k in alone:
+        np.testing.assert_allclose(fused['loss'][k], alone[k], rtol=1e-9, err_msg=k)
+    # Scored together, nwot and jacov run no forward sweep of their own.
+    fresh = engine_lib.Pieces()
+    cand = candidate_lib.Candidate.build(
+      geno, skel, 3, 0, x, y, blockwise.ProxyEngine(skel, fresh, 'fast')
+    )
+    metrics.evaluate(cand, ['snip', 'nwot', 'jacov'])
+  kinds = {key[0] for key in fresh.keys()}
+  assert 'proxy-jac-backward' in kinds and not kinds & {'proxy-codes', 'proxy-forward'}
 
 
 @pytest.mark.slow

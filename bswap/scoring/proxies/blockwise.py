@@ -15,6 +15,8 @@ number of candidates. The passes:
          backward piece recomputes its part's forward
   jac    (jacov, epe_nas): input cotangents of sum(logits); J at the stem's input
   codes  (nwot): each part's sum of ReLU Hamming kernels, on the forward sweep
+         (with a loss pass on the same batch, `run_loss` takes codes from its forward
+         sweep and J from a second backward sweep through its kept pullbacks)
   zico   a forward sweep per half of the batch, then one backward sweep whose pieces take
          both halves' cotangents and return ZiCo's per-layer sums of the two weight gradients
   meco   a batch-1 forward sweep returning each part's MeCo tensors
@@ -68,14 +70,29 @@ def _forward(module):
   return forward
 
 
+def _part_codes(sown_taps, n: int) -> jax.Array:
+  """One part's summed ReLU kernel (N, N) in float32, from its taps.
+
+  The reference's C C^T + (1 - C)(1 - C)^T per ReLU, as 2 C C^T - r_i - r_j + D
+  (r the rows' counts of active units, D the units): one matrix product instead of
+  two. Every term is an integer below 2^24, so float32 gives the reference's
+  numbers exactly, in any order of summation.
+  """
+  dot = functools.partial(jnp.dot, precision=jax.lax.Precision.HIGHEST)
+  k = jnp.zeros((n, n), jnp.float32)
+  for _, x in taps.collect(sown_taps, blocks.RELU_IN):
+    c = (x.reshape(n, -1) > 0).astype(jnp.float32)
+    r = jnp.sum(c, axis=1)
+    k = k + (2 * dot(c, c.T) - r[:, None] - r[None, :] + c.shape[1])
+  return k
+
+
 def _codes_forward(module):
   """(output, this part's summed ReLU kernel (N, N) in float32, exact)."""
 
   def forward(v, x):
     y, sown = _apply(module, _cast(v, passes.network_dtype(x)), x, (blocks.TAPS,))
-    if not taps.collect(sown[blocks.TAPS], blocks.RELU_IN):
-      return y, jnp.zeros((x.shape[0], x.shape[0]), jnp.float32)
-    return y, jnp.sum(passes.relu_kernels(sown[blocks.TAPS]), axis=0)
+    return y, _part_codes(sown[blocks.TAPS], x.shape[0])
 
   return forward
 
@@ -87,11 +104,12 @@ def _zeros_like_perturbations(module, v, x, collection):
   return jax.tree.map(lambda s: jnp.zeros(s.shape, x.dtype), shapes[collection])
 
 
-def _loss_piece(module, is_block: bool, is_head: bool, synflow: bool = False):
+def _loss_piece(module, is_block: bool, is_head: bool, synflow: bool = False, codes: bool = False):
   """(v, x, dy or labels) -> (dL/dx, per-layer terms) of one part, its forward recomputed.
 
   Loss mode: grad_norm/snip/plain/fisher terms (and the block's Fisher
-  potential). Synflow mode: |weights|, BN removed, R = sum of logits.
+  potential; with `codes`, the part's ReLU kernel as terms['codes']). Synflow
+  mode: |weights|, BN removed, R = sum of logits.
   """
 
   def piece(v, x, dy):
@@ -121,6 +139,8 @@ def _loss_piece(module, is_block: bool, is_head: bool, synflow: bool = False):
     if synflow:
       return dx, {'synflow': passes.synflow_terms(params, g_params)}
     terms = passes.layer_terms(params, g_params, sown[blocks.TAPS], g_layers)
+    if codes:
+      terms['codes'] = _part_codes(sown[blocks.TAPS], x.shape[0])
     if is_block:
       probe = sown['intermediates'][blocks.PROBE][-1]
       terms['fisher_potential'] = fisher.block_fisher(probe, g_probe[blocks.PROBE])[None]
@@ -158,15 +178,18 @@ def _kept(term: str, outputs: tuple[str, ...]) -> bool:
   return LOSS_OUTPUTS[term] in outputs
 
 
-def _loss_forward(module, is_block: bool, outputs: tuple[str, ...]):
+def _loss_forward(module, is_block: bool, outputs: tuple[str, ...], codes: bool = False):
   """(v, x) -> (y, pullback, sown): a part's forward in the loss pass, its pullback kept.
 
   As in the Fisher engine, only conv outputs are saved (`dots_saveable`); the
   pullback gives the weight gradients only when 'weights' is asked for, the
   layer outputs' cotangents only for 'layers', the probe's only for 'probe'.
+  With `codes`, nwot's ReLU kernel of the part is sown['codes']: the same
+  batch and weights as the codes pass, so its forward is this one.
   """
   layers, probe = 'layers' in outputs, 'probe' in outputs and is_block
-  collections = ((blocks.TAPS,) if layers else ()) + (('intermediates',) if probe else ())
+  tapped = layers or codes
+  collections = ((blocks.TAPS,) if tapped else ()) + (('intermediates',) if probe else ())
 
   def forward(v, x):
     v = _cast(v, passes.network_dtype(x))
@@ -183,8 +206,16 @@ def _loss_forward(module, is_block: bool, outputs: tuple[str, ...]):
 
     f = jax.checkpoint(f, policy=jax.checkpoint_policies.dots_saveable)
     if 'weights' in outputs:
-      return jax.vjp(f, v['params'], x, lp, pp, has_aux=True)
-    return jax.vjp(lambda x, lp, pp: f(v['params'], x, lp, pp), x, lp, pp, has_aux=True)
+      y, pullback, sown = jax.vjp(f, v['params'], x, lp, pp, has_aux=True)
+    else:
+      y, pullback, sown = jax.vjp(
+        lambda x, lp, pp: f(v['params'], x, lp, pp), x, lp, pp, has_aux=True
+      )
+    if codes:
+      sown = {**sown, 'codes': _part_codes(sown[blocks.TAPS], x.shape[0])}
+      if not layers:  # the backward reads no taps: do not keep them
+        del sown[blocks.TAPS]
+    return y, pullback, sown
 
   return forward
 
@@ -207,6 +238,19 @@ def _loss_backward(is_block: bool, outputs: tuple[str, ...], need_dx: bool):
       probe = sown['intermediates'][blocks.PROBE][-1]
       terms['fisher_potential'] = fisher.block_fisher(probe, g_probe[blocks.PROBE])[None]
     return (dx if need_dx else None), terms
+
+  return backward
+
+
+def _jac_backward(outputs: tuple[str, ...]):
+  """(pullback, dy) -> d(sum logits)/dx through a part, by the loss pass's pullback.
+
+  The pullback would also give weight gradients and layer cotangents: unused
+  here, XLA removes them, so this is the jac pass's backward without its forward.
+  """
+
+  def backward(pullback, dy):
+    return pullback(dy)[1 if 'weights' in outputs else 0]
 
   return backward
 
@@ -362,6 +406,8 @@ class ProxyEngine:
 
     `outputs`: what the loss pass computes (`loss_outputs`); () for everything.
     """
+    if name == 'loss':
+      return self.run_loss(geno, seed, index, images, labels, outputs)['loss']
     modules, variables = self._parts(geno, seed, index)
     if name == 'static':
       shapes = [s for *_, s in models.build_parts(geno, self.skeleton, named=False)]
@@ -385,13 +431,6 @@ class ProxyEngine:
         xs, _ = self._syn_forward(modules, variables, ones)
         parts = self._backward_sweep('syn', modules, variables, xs, jnp.zeros((), jnp.float64))
         return np.concatenate([np.asarray(t['synflow']) for t in parts])
-    if name == 'loss':
-      parts = self._loss(modules, variables, images, labels, outputs or ALL_LOSS_OUTPUTS)
-      merged = {}
-      for terms in reversed(parts):  # stem first, as the parts are ordered
-        for k, v in terms.items():
-          merged.setdefault(k, []).append(np.asarray(v))
-      return {k: np.concatenate(v) for k, v in merged.items()}
     if name == 'zico':
       return self._zico(modules, variables, images, labels)
     if name == 'meco':
@@ -401,29 +440,76 @@ class ProxyEngine:
       return self._zen(modules, variables, passes.zen_key(seed, index, len(modules) - 2), images)
     raise ValueError(f'the block engine has no pass {name!r}; it runs {", ".join(PASSES)}')
 
-  def _pullback_sweep(self, modules, variables, images, outputs):
+  def run_loss(self, geno, seed: int, index: int, images, labels, outputs=(), also=()):
+    """{'loss': ..., and each pass of `also` ('codes', 'jac')}, in `run`'s forms.
+
+    nwot's codes and jacov's Jacobian see the loss pass's batch and weights, so
+    they come from its forward sweep: the codes as each part's forward runs,
+    the Jacobian by a second backward sweep through the pullbacks it kept.
+    That saves the two passes' own forward sweeps (about one Fisher's cost).
+    """
+    unknown = set(also) - {'codes', 'jac'}
+    if unknown:
+      raise ValueError(f'the loss pass can also give codes and jac, not {sorted(unknown)}')
+    modules, variables = self._parts(geno, seed, index)
+    outputs, codes = outputs or ALL_LOSS_OUTPUTS, 'codes' in also
+    parts, saved, head_x = self._loss(modules, variables, images, labels, outputs, codes)
+    merged = {}
+    for terms in reversed(parts):  # stem first, as the parts are ordered
+      for k, v in terms.items():
+        merged.setdefault(k, []).append(np.asarray(v))
+    result = {'loss': {k: np.concatenate(v) for k, v in merged.items() if k != 'codes'}}
+    if codes:
+      result['codes'] = np.stack(merged['codes'])
+    if 'jac' in also:
+      j = self._jac_through(modules, variables, saved, head_x, outputs)
+      result['jac'] = np.asarray(j).reshape(images.shape[0], -1)
+    return result
+
+  def _jac_through(self, modules, variables, saved, head_x, outputs):
+    """d(sum logits)/d(images) by the loss pass's kept pullbacks (the jac pass's backward)."""
+    head, v = modules[-1], variables[-1]
+    dy = jnp.zeros((), head_x.dtype)
+    key = ('proxy-jac', head, engine_lib.spec(head_x), engine_lib.spec(dy), True)
+    dy = self._piece(key, _jac_piece(head, True), v, head_x, dy)(v, head_x, dy)
+    for p in range(len(saved) - 1, -1, -1):
+      forward, x, pullback, _ = saved[p]
+      key = ('proxy-jac-backward', modules[p], engine_lib.spec(x), outputs)
+
+      def build(forward=forward):
+        y_spec, pullback_spec, _ = forward.out_info
+        return jax.jit(_jac_backward(outputs)).lower(pullback_spec, y_spec).compile()
+
+      dy = self.pieces.get(key, build)(pullback, dy)
+    return dy
+
+  def _pullback_sweep(self, modules, variables, images, outputs, codes=False):
     """[(forward piece, part input, pullback, sown)] of stem and blocks, and the head's input."""
     saved, x = [], images
     for p, (module, v) in enumerate(zip(modules[:-1], variables[:-1])):
-      key = ('proxy-loss-forward', module, engine_lib.spec(x), outputs)
-      forward = self._piece(key, _loss_forward(module, p > 0, outputs), v, x)
+      key = ('proxy-loss-forward', module, engine_lib.spec(x), outputs) + (('codes',) * codes)
+      forward = self._piece(key, _loss_forward(module, p > 0, outputs, codes), v, x)
       y, pullback, sown = forward(v, x)
       saved.append((forward, x, pullback, sown))
       x = y
     return saved, x
 
-  def _loss(self, modules, variables, images, labels, outputs):
-    """[terms] of each part, head first: forward keeping each part's pullback, then back."""
-    saved, x = self._pullback_sweep(modules, variables, images, outputs)
-    head, v = modules[-1], variables[-1]
+  def _loss(self, modules, variables, images, labels, outputs, codes=False):
+    """([terms] of each part, head first; the sweep's saved pullbacks; the head's input):
+    forward keeping each part's pullback, then back. With `codes`, terms['codes'] too."""
+    saved, head_x = self._pullback_sweep(modules, variables, images, outputs, codes)
+    head, v, x = modules[-1], variables[-1], head_x
     key = ('proxy-loss', head, engine_lib.spec(x), engine_lib.spec(labels), True)
-    dy, terms = self._piece(key, _loss_piece(head, False, True), v, x, labels)(v, x, labels)
-    out = [{k: t for k, t in terms.items() if _kept(k, outputs)}]
+    key += ('codes',) * codes
+    fn = self._piece(key, _loss_piece(head, False, True, codes=codes), v, x, labels)
+    dy, terms = fn(v, x, labels)
+    out = [{k: t for k, t in terms.items() if k == 'codes' or _kept(k, outputs)}]
     for p in range(len(saved) - 1, -1, -1):
       forward, x, pullback, sown = saved[p]
       params = variables[p]['params']
       fn = _loss_backward(p > 0, outputs, need_dx=p > 0)
-      key = ('proxy-loss-backward', modules[p], engine_lib.spec(x), outputs)
+      # codes changes what the forward sows, so the backward's argument structure.
+      key = ('proxy-loss-backward', modules[p], engine_lib.spec(x), outputs) + ('codes',) * codes
 
       def build(forward=forward, fn=fn, params=params):
         _, pullback_spec, sown_spec = forward.out_info
@@ -431,8 +517,10 @@ class ProxyEngine:
         return jax.jit(fn).lower(params, pullback_spec, sown_spec, dy_spec).compile()
 
       dy, terms = self.pieces.get(key, build)(params, pullback, sown, dy)
+      if codes:
+        terms = {**terms, 'codes': sown['codes']}
       out.append(terms)
-    return out
+    return out, saved, head_x
 
   def _zico(self, modules, variables, images, labels):
     """ZiCo's per-layer sums: a forward sweep per half keeping each part's pullback (the loss

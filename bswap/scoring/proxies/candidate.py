@@ -52,6 +52,17 @@ class Candidate:
   def zen_key(self) -> jax.Array:
     return passes_lib.zen_key(self.seed, self.index, self.skeleton.num_blocks)
 
+  def run_passes(self, names) -> dict:
+    """{pass: outputs} of each pass in `names`, each run once. On the block engine, a loss
+    pass also gives the codes and jac passes from its forward sweep (`run_loss`)."""
+    out = {}
+    if self.engine is not None and 'loss' in names:
+      also = tuple(p for p in ('codes', 'jac') if p in names)
+      outputs = blockwise.loss_outputs(self.wanted)
+      args = (self.genotype, self.seed, self.index, self.images, self.labels, outputs)
+      out = self.engine.run_loss(*args, also=also)
+    return {p: out[p] if p in out else self.run(p) for p in names}
+
   def run(self, name: str):
     """The outputs of pass `name` (passes.py), on the host."""
     if self.engine is not None and name in blockwise.PASSES:
