@@ -37,6 +37,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import logging
 
 from bswap import losses
 from bswap.nets import arch as arch_lib
@@ -45,6 +46,7 @@ from bswap.nets import genotype as genotype_lib
 from bswap.nets import models
 from bswap.nets import weights
 from bswap.scoring import fisher
+from bswap.scoring import memory_maps
 
 
 def block_forward(module: nn.Module):
@@ -115,25 +117,32 @@ class Pieces:
   (`with Pieces() as pieces:`) and drops it when it ends, so no executable
   outlives the search (a pipeline trains next). The keys are bounded by the
   menu, the skeleton's shapes and the kinds of piece, not by the number of
-  candidates; past `limit` entries the oldest are dropped (and rebuilt, or
-  read from the persistent cache, if asked for again).
+  candidates; past `limit` entries, or when the process's memory maps pass
+  `map_budget` (`memory_maps`: each executable maps tens of regions, and
+  Linux caps them), the least recently used are dropped (and rebuilt, or read
+  from the persistent cache, if asked for again).
   """
 
-  def __init__(self, limit: int = 4096):
+  def __init__(self, limit: int = 4096, map_budget: int | None | str = 'auto', check_every=16):
     self._lock = threading.Lock()
-    self._futures: dict = {}  # insertion-ordered: the oldest first
+    self._futures: dict = {}  # the least recently used first
     self.limit = limit
+    # 'auto': a share of vm.max_map_count; None: no budget. Checked every few builds.
+    self.map_budget = memory_maps.budget() if map_budget == 'auto' else map_budget
+    self.check_every = check_every
     self.builds = 0
+    self.dropped = 0
 
   def get(self, key, build):
     with self._lock:
-      future = self._futures.get(key)
+      future = self._futures.pop(key, None)
       owner = future is None
       if owner:
-        future = self._futures[key] = concurrent.futures.Future()
+        future = concurrent.futures.Future()
         self.builds += 1
-        while len(self._futures) > self.limit:  # waiters hold their futures
-          del self._futures[next(iter(self._futures))]
+      self._futures[key] = future  # now the most recently used
+      while len(self._futures) > self.limit:  # waiters hold their futures
+        del self._futures[next(iter(self._futures))]
     if owner:
       try:
         future.set_result(build())
@@ -142,7 +151,31 @@ class Pieces:
         with self._lock:
           self._futures.pop(key, None)  # a later call may retry
         raise
+      if self.map_budget is not None and self.builds % self.check_every == 0:
+        self._keep_maps_under_budget()
     return future.result()
+
+  def _keep_maps_under_budget(self) -> None:
+    """Past the map budget, drop the least recently used quarter of the built pieces."""
+    used = memory_maps.in_use()
+    if used is None or used <= self.map_budget:
+      return
+    with self._lock:
+      built = [k for k, f in self._futures.items() if f.done()]
+      drop = built[: max(1, len(built) // 4)]
+      for k in drop:
+        del self._futures[k]
+      self.dropped += len(drop)
+    logging.info(
+      'The process maps %d memory regions, past its budget of %d (of vm.max_map_count %s): '
+      'dropped the %d least recently used of %d compiled pieces (rebuilt, or read from the '
+      'persistent cache, when needed again)',
+      used,
+      self.map_budget,
+      memory_maps.limit(),
+      len(drop),
+      len(built),
+    )
 
   def __len__(self) -> int:
     return len(self._futures)

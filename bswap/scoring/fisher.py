@@ -78,7 +78,8 @@ def fisher_potential(model: nn.Module, variables, images, labels):
   return jnp.sum(per_block), per_block
 
 
-@functools.lru_cache(maxsize=64)
+# Few: a whole network's executable holds hundreds of memory maps (memory_maps.py).
+@functools.lru_cache(maxsize=16)
 def jitted_fisher(model: nn.Module):
   """`fisher_potential` compiled for one architecture (cached per model)."""
   return jax.jit(functools.partial(fisher_potential, model))

@@ -387,7 +387,9 @@ def l2_norms(variables) -> np.ndarray:
   return np.asarray([np.linalg.norm(np.asarray(k, np.float64)) for _, k in kernels])
 
 
-@functools.lru_cache(maxsize=256)
+# Few: a whole network's executable holds over a thousand memory maps (memory_maps.py),
+# and a search never scores one architecture twice.
+@functools.lru_cache(maxsize=16)
 def jitted(name: str, model: nn.Module):
   """Pass `name` compiled for one architecture (cached per model; shapes retrace)."""
   fn = {'loss': loss, 'jac': jac, 'codes': codes, 'meco': meco, 'hvp': hvp, 'zen': zen}
