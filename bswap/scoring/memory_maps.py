@@ -4,8 +4,8 @@ XLA:CPU maps every compiled executable's code and data as many small regions
 (tens for one piece of the proxy engine, over a thousand for a whole-network
 pass; docs/benchmarks.md, "Memory maps"), and Linux gives a process at most
 vm.max_map_count of them. Past that LLVM cannot place new code ("LLVM
-compilation error: Cannot allocate memory") and the process dies: a search
-recording every metric reached it within 10 candidates. Whoever holds many
+compilation error: Cannot allocate memory") and the process dies: scoring
+WRN-40-2 candidates by every metric reached it within 25 candidates. Whoever holds many
 executables (the search's `Pieces`) keeps the process under a share of the limit.
 """
 
