@@ -162,7 +162,8 @@ class Batched(engine_lib.Engine):
       return jax.jit(_group_backward, donate_argnums=(3,)).lower(*args).compile()
 
     kind = 'batched-first' if first else 'batched-backward'
-    return self.pieces.get((kind, module, engine_lib.spec(x), bucket), compile_piece)
+    # Keyed by `forward` too: its pullback's tree is that forward's (engine.Pieces).
+    return self.pieces.get((kind, module, engine_lib.spec(x), bucket, forward), compile_piece)
 
   def _score(self, items, seed: int) -> list[tuple[float, np.ndarray]]:
     rows, n = self.chunk, len(items)

@@ -120,7 +120,9 @@ class Pieces:
   candidates; past `limit` entries, or when the process's memory maps pass
   `map_budget` (`memory_maps`: each executable maps tens of regions, and
   Linux caps them), the least recently used are dropped (and rebuilt, or read
-  from the persistent cache, if asked for again).
+  from the persistent cache, if asked for again). A piece compiled for another
+  piece's outputs (a backward taking a forward's pullback) has that piece in
+  its key: the pullback's tree names the forward's own trace.
   """
 
   def __init__(self, limit: int = 4096, map_budget: int | None | str = 'auto', check_every=16):
@@ -266,10 +268,12 @@ class Engine:
 
       return compile_piece
 
+    # Keyed by `forward` too: its pullback's tree names the forward's trace, so a forward
+    # rebuilt after the table dropped it needs its own backward.
     if not first:
-      return self.pieces.get(('backward', module, spec(x)), build(block_backward))
+      return self.pieces.get(('backward', module, spec(x), forward), build(block_backward))
     if self.skeleton.post_activation:  # a ReLU lies between the probe and the output
-      return self.pieces.get(('first', module, spec(x)), build(first_block_fisher))
+      return self.pieces.get(('first', module, spec(x), forward), build(first_block_fisher))
     # Pre-activation: the probe is added straight to the skip, dL/dprobe = dL/dy.
     # One piece per probe shape (batch, size, size, out_ch), whatever the block type.
     size = arch_lib.conv_out_size(x.shape[1], 3, module.stride)

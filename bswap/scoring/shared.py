@@ -104,7 +104,8 @@ class Shared(batched.Batched):
       return jax.jit(_group_backward, donate_argnums=(3,)).lower(*args).compile()
 
     kind = 'shared-first' if first else 'shared-backward'
-    return self.pieces.get((kind, module, engine_lib.spec(x), bucket), compile_piece)
+    # Keyed by `forward` too: its pullback's tree is that forward's (engine.Pieces).
+    return self.pieces.get((kind, module, engine_lib.spec(x), bucket, forward), compile_piece)
 
   def _level_outputs(self, x, position: int) -> jax.Array:
     slot = self.skeleton.slots[position]

@@ -198,6 +198,17 @@ def test_part_codes_equal_the_plain_kernels_bit_for_bit():
   assert plain.min() < plain.max()  # codes that differ between images
 
 
+def test_zico_on_an_odd_batch_equals_the_reference(pieces):
+  # Halves of 2 and 3 images: each half's forward pieces and pullbacks are their own.
+  skel = arch.wrn_skeleton(10, 1, image_size=8)
+  geno = sampler.sample(skel, 30_000, 1, seed=1, band=0.5, names=MENU).genotypes[0]
+  with jax.enable_x64(True):
+    x, y = _batch(8, n=5)
+    ref = _scores(['zico'], geno, skel, 3, 0, x, y)
+    fast = _scores(['zico'], geno, skel, 3, 0, x, y, blockwise.ProxyEngine(skel, pieces, 'fast'))
+  np.testing.assert_allclose(fast['zico'], ref['zico'], rtol=LOOSER['zico'])
+
+
 @pytest.mark.slow
 def test_codes_and_jac_come_from_the_loss_pass_forward_sweep(pieces):
   # With a loss metric asked for, nwot's codes and jacov's Jacobian come from the loss

@@ -4,10 +4,16 @@ import gc
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
+from bswap.nets import arch
 from bswap.scoring import engine
 from bswap.scoring import memory_maps
+from bswap.scoring import metrics
+from bswap.scoring.proxies import blockwise
+from bswap.scoring.proxies import candidate as candidate_lib
+from bswap.search import sampler
 
 
 def _build(i):
@@ -50,3 +56,33 @@ def test_pieces_without_a_budget_keep_everything():
   for i in range(6):
     pieces.get(i, _build(i))
   assert pieces.dropped == 0 and len(pieces) == 6
+
+
+@pytest.mark.slow
+def test_engines_score_the_same_when_the_table_keeps_dropping_pieces():
+  # A budget of 0 drops the least recently used quarter after every build, so forward
+  # pieces are dropped and rebuilt under backward pieces compiled for their pullbacks.
+  if memory_maps.in_use() is None:
+    pytest.skip('no /proc/self/maps here')
+  skel = arch.wrn_skeleton(10, 1, image_size=8)
+  genotypes = sampler.sample(skel, 30_000, 3, seed=1, band=0.5).genotypes
+  x = jax.random.normal(jax.random.PRNGKey(1), (4, 8, 8, 3))
+  y = jnp.arange(4) % 3
+  names = ['snip', 'jacov', 'nwot', 'zico', 'fisher_potential']
+
+  def scores(pieces):
+    fisher = engine.Engine(skel, pieces, 'fast')
+    proxies = blockwise.ProxyEngine(skel, pieces, 'fast')
+    out = []
+    for i, geno in enumerate(genotypes * 2):  # twice: the second round reuses and rebuilds
+      cand = candidate_lib.Candidate.build(geno, skel, 3, i % 3, x, y, proxies)
+      out.append((fisher.score(geno, 3, i % 3, x, y)[0], metrics.evaluate(cand, names)))
+    return out
+
+  churning = engine.Pieces(map_budget=0, check_every=1)
+  got, want = scores(churning), scores(engine.Pieces(map_budget=None))
+  assert churning.dropped > 0
+  for (f_got, m_got), (f_want, m_want) in zip(got, want):
+    np.testing.assert_allclose(f_got, f_want, rtol=1e-6)
+    for name in names:
+      np.testing.assert_allclose(m_got[name], m_want[name], rtol=1e-5, err_msg=name)

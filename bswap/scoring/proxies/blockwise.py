@@ -474,7 +474,8 @@ class ProxyEngine:
     dy = self._piece(key, _jac_piece(head, True), v, head_x, dy)(v, head_x, dy)
     for p in range(len(saved) - 1, -1, -1):
       forward, x, pullback, _ = saved[p]
-      key = ('proxy-jac-backward', modules[p], engine_lib.spec(x), outputs)
+      # Each backward piece is keyed by its forward piece too (engine.Pieces).
+      key = ('proxy-jac-backward', modules[p], engine_lib.spec(x), outputs, forward)
 
       def build(forward=forward):
         y_spec, pullback_spec, _ = forward.out_info
@@ -509,7 +510,8 @@ class ProxyEngine:
       params = variables[p]['params']
       fn = _loss_backward(p > 0, outputs, need_dx=p > 0)
       # codes changes what the forward sows, so the backward's argument structure.
-      key = ('proxy-loss-backward', modules[p], engine_lib.spec(x), outputs) + ('codes',) * codes
+      key = ('proxy-loss-backward', modules[p], engine_lib.spec(x), outputs, forward)
+      key += ('codes',) * codes
 
       def build(forward=forward, fn=fn, params=params):
         _, pullback_spec, sown_spec = forward.out_info
@@ -534,13 +536,14 @@ class ProxyEngine:
     dya, dyb, s = self._piece(key, _zico_piece(head, True), *args)(*args)
     sums = [s]
     for p in range(last - 1, -1, -1):
-      (forward, x, pullback_a, _), (_, _, pullback_b, _) = saved_a[p], saved_b[p]
+      (forward_a, _, pullback_a, _), (forward_b, _, pullback_b, _) = saved_a[p], saved_b[p]
       params = variables[p]['params']
-      key = ('proxy-zico-backward', modules[p], engine_lib.spec(x), p > 0)
+      # Both forwards: an odd batch's halves differ in size, and either may be rebuilt.
+      key = ('proxy-zico-backward', modules[p], p > 0, forward_a, forward_b)
 
-      def build(forward=forward, params=params, need_dx=p > 0):
-        y_spec, pullback_spec, _ = forward.out_info
-        args = (params, pullback_spec, pullback_spec, y_spec, y_spec)
+      def build(forward_a=forward_a, forward_b=forward_b, params=params, need_dx=p > 0):
+        (ya, pullback_a_spec, _), (yb, pullback_b_spec, _) = forward_a.out_info, forward_b.out_info
+        args = (params, pullback_a_spec, pullback_b_spec, ya, yb)
         return jax.jit(_zico_backward(need_dx)).lower(*args).compile()
 
       dya, dyb, s = self.pieces.get(key, build)(params, pullback_a, pullback_b, dya, dyb)
