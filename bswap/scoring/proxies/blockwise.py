@@ -509,9 +509,8 @@ class ProxyEngine:
       forward, x, pullback, sown = saved[p]
       params = variables[p]['params']
       fn = _loss_backward(p > 0, outputs, need_dx=p > 0)
-      # codes changes what the forward sows, so the backward's argument structure.
+      # Keyed by its forward piece (engine.Pieces), which also fixes what it sowed (codes).
       key = ('proxy-loss-backward', modules[p], engine_lib.spec(x), outputs, forward)
-      key += ('codes',) * codes
 
       def build(forward=forward, fn=fn, params=params):
         _, pullback_spec, sown_spec = forward.out_info

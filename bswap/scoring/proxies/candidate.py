@@ -58,17 +58,18 @@ class Candidate:
     out = {}
     if self.engine is not None and 'loss' in names:
       also = tuple(p for p in ('codes', 'jac') if p in names)
-      outputs = blockwise.loss_outputs(self.wanted)
-      args = (self.genotype, self.seed, self.index, self.images, self.labels, outputs)
-      out = self.engine.run_loss(*args, also=also)
+      out = self.engine.run_loss(*self._engine_args(), also=also)
     return {p: out[p] if p in out else self.run(p) for p in names}
+
+  def _engine_args(self) -> tuple:
+    """(genotype, seed, index, images, labels, loss outputs) of the block engine's passes."""
+    outputs = blockwise.loss_outputs(self.wanted)
+    return (self.genotype, self.seed, self.index, self.images, self.labels, outputs)
 
   def run(self, name: str):
     """The outputs of pass `name` (passes.py), on the host."""
     if self.engine is not None and name in blockwise.PASSES:
-      outputs = blockwise.loss_outputs(self.wanted)
-      args = (self.genotype, self.seed, self.index, self.images, self.labels, outputs)
-      return self.engine.run(name, *args)
+      return self.engine.run(name, *self._engine_args())
     m, v, x, y = self.model, self._variables(), self.images, self.labels
     if name == 'static':
       return {**_counts(m, x.shape[1:]), 'l2_norm': passes_lib.l2_norms(v)}
